@@ -1,0 +1,169 @@
+"""A thin typed wrapper around one PyBullet client that names bodies instead of passing raw ids.
+
+Every environment owns its own `World` (DIRECT mode, never the global client), so several
+environments can live in one process and nothing leaks between them.
+"""
+
+from __future__ import annotations
+
+import os
+import pkgutil
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pybullet as pb
+import pybullet_data
+from pybullet_utils import bullet_client
+
+PHYSICS_HZ = 240
+RENDERERS = ("tiny", "egl")
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A pinhole camera looking from `eye` at `target`; `light_direction` and colour set the shading."""
+
+    eye: tuple[float, float, float]
+    target: tuple[float, float, float]
+    fov_deg: float = 50.0
+    light_direction: tuple[float, float, float] = (0.5, 0.3, 1.0)
+    light_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    ambient: float = 0.6
+    diffuse: float = 0.5
+
+    def view_matrix(self) -> list[float]:
+        return pb.computeViewMatrix(self.eye, self.target, (0.0, 0.0, 1.0))
+
+    def projection_matrix(self, width: int, height: int) -> list[float]:
+        return pb.computeProjectionMatrixFOV(self.fov_deg, width / height, 0.05, 5.0)
+
+
+def egl_available() -> bool:
+    """EGL only pays off on a GPU: without one PyBullet's EGL plugin runs on software OpenGL and is slower."""
+    return any(os.path.exists(f"/dev/nvidia{i}") for i in range(8)) or os.path.exists("/dev/dri/renderD128")
+
+
+class World:
+    """One PyBullet physics client with named bodies."""
+
+    def __init__(self, renderer: str = "tiny") -> None:
+        if renderer not in RENDERERS:
+            raise ValueError(f"unknown renderer {renderer!r}; allowed: {', '.join(RENDERERS)}")
+        self.client = bullet_client.BulletClient(connection_mode=pb.DIRECT)
+        self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
+        self.client.setGravity(0.0, 0.0, -9.81)
+        self.client.setTimeStep(1.0 / PHYSICS_HZ)
+        self.renderer = self._start_renderer(renderer)
+        self.bodies: dict[str, int] = {}
+
+    def _start_renderer(self, renderer: str) -> str:
+        """Load the EGL plugin before any body (loaded after, it renders blank); fall back to TinyRenderer."""
+        if renderer == "tiny":
+            return "tiny"
+        egl = pkgutil.get_loader("eglRenderer")
+        if egl is None or not egl_available():
+            warnings.warn("EGL rendering needs a GPU and PyBullet's eglRenderer plugin; using TinyRenderer", stacklevel=3)
+            return "tiny"
+        if self.client.loadPlugin(egl.get_filename(), "_eglRendererPlugin") < 0:
+            warnings.warn("PyBullet's EGL plugin failed to load; using TinyRenderer", stacklevel=3)
+            return "tiny"
+        return "egl"
+
+    # ----- bodies -----------------------------------------------------------------------------------------
+    def add(self, name: str, body_id: int) -> int:
+        if name in self.bodies:
+            raise ValueError(f"a body named {name!r} already exists")
+        self.bodies[name] = body_id
+        return body_id
+
+    def id(self, name: str) -> int:
+        return self.bodies[name]
+
+    def remove(self, name: str) -> None:
+        self.client.removeBody(self.bodies.pop(name))
+
+    def remove_all(self, prefix: str) -> None:
+        for name in [n for n in self.bodies if n.startswith(prefix)]:
+            self.remove(name)
+
+    def create_body(
+        self,
+        name: str,
+        collision: int,
+        visual: int,
+        position: np.ndarray,
+        orientation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0),
+        mass: float = 0.0,
+    ) -> int:
+        body = self.client.createMultiBody(
+            baseMass=mass,
+            baseCollisionShapeIndex=collision,
+            baseVisualShapeIndex=visual,
+            basePosition=list(position),
+            baseOrientation=list(orientation),
+        )
+        return self.add(name, body)
+
+    def create_box(
+        self,
+        name: str,
+        half_extents: tuple[float, float, float],
+        rgba: tuple[float, float, float, float],
+        position: np.ndarray,
+        mass: float = 0.0,
+        collide: bool = True,
+    ) -> int:
+        visual = self.client.createVisualShape(pb.GEOM_BOX, halfExtents=half_extents, rgbaColor=rgba)
+        collision = self.client.createCollisionShape(pb.GEOM_BOX, halfExtents=half_extents) if collide else -1
+        return self.create_body(name, collision, visual, position, mass=mass)
+
+    def set_pose(self, name: str, position: np.ndarray, orientation: tuple[float, ...] = (0.0, 0.0, 0.0, 1.0)) -> None:
+        self.client.resetBasePositionAndOrientation(self.bodies[name], list(position), list(orientation))
+
+    def position(self, name: str) -> np.ndarray:
+        return np.asarray(self.client.getBasePositionAndOrientation(self.bodies[name])[0], dtype=np.float64)
+
+    def orientation(self, name: str) -> np.ndarray:
+        return np.asarray(self.client.getBasePositionAndOrientation(self.bodies[name])[1], dtype=np.float64)
+
+    def set_color(self, name: str, rgba: tuple[float, float, float, float], link: int = -1) -> None:
+        self.client.changeVisualShape(self.bodies[name], link, rgbaColor=list(rgba))
+
+    def in_contact(self, a: str, b: str) -> bool:
+        return len(self.client.getContactPoints(self.bodies[a], self.bodies[b])) > 0
+
+    def step(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.client.stepSimulation()
+
+    # ----- rendering --------------------------------------------------------------------------------------
+    def render(self, camera: Camera, width: int, height: int, segmentation: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """RGB uint8 (H, W, 3) and, when asked, the body-id segmentation mask (H, W)."""
+        flags = 0 if segmentation else pb.ER_NO_SEGMENTATION_MASK
+        renderer = pb.ER_BULLET_HARDWARE_OPENGL if self.renderer == "egl" else pb.ER_TINY_RENDERER
+        _, _, rgba, _, seg = self.client.getCameraImage(
+            width,
+            height,
+            viewMatrix=camera.view_matrix(),
+            projectionMatrix=camera.projection_matrix(width, height),
+            renderer=renderer,
+            shadow=0,  # shadow=1 would stay on for later calls; pass it explicitly every time
+            lightDirection=list(camera.light_direction),
+            lightColor=list(camera.light_color),
+            lightAmbientCoeff=camera.ambient,
+            lightDiffuseCoeff=camera.diffuse,
+            lightSpecularCoeff=0.05,
+            flags=flags,
+        )
+        rgb = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
+        mask = np.asarray(seg, dtype=np.int32).reshape(height, width) if segmentation else None  # body id, -1 = none
+        return rgb, mask
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.disconnect()
+            except pb.error:
+                pass
+            self.client = None  # type: ignore[assignment]
