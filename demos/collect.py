@@ -1,0 +1,249 @@
+"""Collect a split of tasks: robot demonstrations and human-proxy videos, written as HDF5 shards.
+
+The work unit is a shard (`tasks_per_shard` consecutive tasks). A shard's content depends only on the plan and
+its index: it is made in a fresh environment, tasks and episodes in a fixed order, every seed from
+`demos.seeds`. So resuming, changing the number of workers, or splitting a split over Hydra multirun jobs
+gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue as queue_module
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+import envs
+from demos.config import CollectConfig, plan_of
+from demos.format import code_version, num_shard_files, shard_name
+from demos.manifest import prepare_output, update_manifest
+from demos.seeds import MAX_TASKS, split_tasks, stream_seed
+from demos.shards import Demo, TaskEpisodes, Video, remove_stale_temporaries, write_shard
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, bool], None]  # (kind, kept) after every episode
+
+
+@dataclass
+class ShardResult:
+    """What one shard job made (returned to the main process; never stored, since it holds timings)."""
+
+    file: str
+    tasks: int = 0
+    skipped_tasks: int = 0
+    kept: dict[str, int] = field(default_factory=lambda: {"demo": 0, "video": 0})
+    attempts: dict[str, int] = field(default_factory=lambda: {"demo": 0, "video": 0})
+    frames: int = 0
+    written: bool = True
+
+
+@dataclass
+class CollectReport:
+    """The outcome of a collection job, for the summary line and for benchmarks."""
+
+    shards_done: list[ShardResult]
+    shards_present: int  # complete shards found from earlier runs (resumed) or other jobs
+    seconds: float
+    manifest: Path | None  # written when every shard of the split exists
+
+    def total(self, key: str, kind: str | None = None) -> int:
+        return sum(getattr(r, key)[kind] if kind else getattr(r, key) for r in self.shards_done)
+
+    def summary(self) -> str:
+        tasks, frames, s = self.total("tasks"), self.total("frames"), max(self.seconds, 1e-9)
+        kept = {k: f"{self.total('kept', k)}/{self.total('attempts', k)}" for k in ("demo", "video")}
+        lines = [f"collected {len(self.shards_done)} shards ({tasks} tasks, {self.total('skipped_tasks')} skipped) in {s:.1f} s; "
+                 f"{self.shards_present} shards were already complete",
+                 f"throughput: {60 * tasks / s:.1f} tasks/min, {frames / s:.0f} frames/s",
+                 f"kept fraction: demos {kept['demo']}, videos {kept['video']} (successful/attempted)"]
+        return "\n".join(lines)
+
+
+# ----- one task, one shard ----------------------------------------------------------------------------------
+def make_env(cfg: CollectConfig) -> gym.Env:
+    e = cfg.env
+    return envs.make(e.family, split=cfg.split, image_size=e.image_size, robot_visuals=e.robot_visuals, renderer=e.renderer)
+
+
+def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int) -> Demo | None:
+    """One expert episode to the time limit; None when it fails."""
+    obs, info = env.reset(seed=seed, options={"task": task})
+    images, states, actions = [], [], []
+    done = False
+    while not done:
+        action = env.unwrapped.expert_action()
+        images.append(obs["image"])
+        states.append(obs["state"])
+        actions.append(action)
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+    if not info["is_success"]:
+        return None
+    return Demo(np.stack(images), np.stack(states).astype(np.float32), np.stack(actions).astype(np.float32), seed, attempt)
+
+
+def record_video(env: gym.Env, seed: int, attempt: int) -> Video | None:
+    """One human-proxy video of the env's current task; None when the human did not achieve it."""
+    frames, info = env.unwrapped.render_human_video(seed=seed, max_attempts=1)  # retries are ours: next seed of the stream
+    if not info["task_achieved"]:
+        return None
+    return Video(frames, seed, attempt, [float(x) for x in info["camera_eye"]])
+
+
+def collect_task(env: gym.Env, cfg: CollectConfig, index: int, task: envs.TaskSpec, progress: Progress) -> TaskEpisodes:
+    """The demos, then the videos, of one task; each failure retries with the next attempt of its stream."""
+    out = TaskEpisodes(index=index, spec=task.to_dict(), task_id=task.task_id())
+    plan = (("demo", cfg.demos_per_task, out.demos, lambda s, a: record_demo(env, task, s, a)),
+            ("video", cfg.videos_per_task, out.videos, lambda s, a: record_video(env, s, a)))
+    for kind, wanted, kept, record in plan:
+        attempt = 0
+        while len(kept) < wanted:
+            if out.failures[kind] > cfg.max_failures:
+                log.warning("task %d (%s) skipped: more than %d failed %ss", index, out.task_id, cfg.max_failures, kind)
+                return TaskEpisodes(index=index, spec=out.spec, task_id=out.task_id, failures=out.failures, skipped=True)
+            episode = record(stream_seed(cfg.base_seed, cfg.split, index, kind, attempt), attempt)
+            attempt += 1
+            if episode is None:
+                out.failures[kind] += 1
+            else:
+                kept.append(episode)
+            progress(kind, episode is not None)
+    return out
+
+
+def collect_shard(cfg: CollectConfig, shard: int, progress: Progress) -> ShardResult:
+    """Make and write shard `shard` of the split (in a fresh environment, so its content depends on nothing else)."""
+    n = num_shard_files(cfg.num_tasks, cfg.tasks_per_shard)
+    path = Path(cfg.out) / shard_name(cfg.split, shard, n)
+    first = shard * cfg.tasks_per_shard
+    tasks = split_tasks(cfg.base_seed, cfg.env.family, cfg.split, cfg.num_tasks)[first:first + cfg.tasks_per_shard]
+    env = make_env(cfg)
+    try:
+        episodes = [collect_task(env, cfg, first + i, task, progress) for i, task in enumerate(tasks)]
+        env_info = {"renderer": env.unwrapped.renderer, "max_episode_steps": env.unwrapped.max_episode_steps,
+                    "success_rule": env.unwrapped.family.success_rule}
+    finally:
+        env.close()
+    meta = {"plan": plan_of(cfg), "shard": shard, "num_shards": n, "env_info": env_info, "code_version": code_version()}
+    remove_stale_temporaries(path)
+    written = write_shard(path, episodes, meta, cfg.compression)
+    result = ShardResult(file=path.name, written=written)
+    for t in episodes:
+        result.tasks += 1
+        result.skipped_tasks += t.skipped
+        for kind, kept in (("demo", t.demos), ("video", t.videos)):
+            result.kept[kind] += len(kept)
+            result.attempts[kind] += len(kept) + t.failures[kind]
+        result.frames += sum(len(d.actions) for d in t.demos) + sum(len(v.frames) for v in t.videos)
+    return result
+
+
+# ----- the job ----------------------------------------------------------------------------------------------
+def check_config(cfg: CollectConfig) -> None:
+    if cfg.env.family not in envs.FAMILIES:
+        raise ValueError(f"env.family must be one of {', '.join(envs.FAMILIES)}, got {cfg.env.family!r}")
+    if cfg.split not in envs.SPLITS:
+        raise ValueError(f"split must be one of {', '.join(envs.SPLITS)}, got {cfg.split!r}")
+    lo, hi = envs.IMAGE_SIZE_RANGE
+    if not lo <= cfg.env.image_size <= hi:
+        raise ValueError(f"env.image_size must be in [{lo}, {hi}], got {cfg.env.image_size}")
+    for name in ("num_tasks", "demos_per_task", "videos_per_task", "tasks_per_shard", "num_shards"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.num_tasks > MAX_TASKS:
+        raise ValueError(f"num_tasks must be at most {MAX_TASKS}, got {cfg.num_tasks}")
+    if not 0 <= cfg.shard < cfg.num_shards:
+        raise ValueError(f"shard must be in [0, num_shards={cfg.num_shards}), got {cfg.shard}")
+    if cfg.workers < 0 or cfg.max_failures < 0:
+        raise ValueError("workers and max_failures must be >= 0")
+    if cfg.compression not in ("gzip", "lzf", "none"):
+        raise ValueError(f"compression must be gzip, lzf or none, got {cfg.compression!r}")
+
+
+def collect(cfg: CollectConfig) -> CollectReport:
+    """Collect this job's shards of a split into `cfg.out`, resuming what earlier runs left, then join the manifest."""
+    check_config(cfg)
+    root = Path(cfg.out)
+    prepare_output(root, cfg)
+    n = num_shard_files(cfg.num_tasks, cfg.tasks_per_shard)
+    mine = [k for k in range(n) if k % cfg.num_shards == cfg.shard]
+    todo = [k for k in mine if not (root / shard_name(cfg.split, k, n)).exists()]
+    log.info("%s/%s: %d tasks in %d shards; this job (shard %d of %d) owns %d, %d already complete",
+             cfg.env.family, cfg.split, cfg.num_tasks, n, cfg.shard, cfg.num_shards, len(mine), len(mine) - len(todo))
+    start = time.perf_counter()
+    results = _run(cfg, todo)
+    report = CollectReport(results, len(mine) - len(todo), time.perf_counter() - start, None)
+    report.manifest = update_manifest(root)
+    if report.manifest is None:
+        log.info("not every shard of the split exists yet: the last job to finish writes manifest.json "
+                 "(or run `oneshot-data join %s`)", root)
+    return report
+
+
+def _run(cfg: CollectConfig, todo: list[int]) -> list[ShardResult]:
+    if not todo:
+        return []
+    workers = min(cfg.workers or os.cpu_count() or 1, len(todo))
+    episodes = sum(min(cfg.tasks_per_shard, cfg.num_tasks - k * cfg.tasks_per_shard) for k in todo) * (cfg.demos_per_task + cfg.videos_per_task)
+    with tqdm(total=episodes, unit="episode", disable=not cfg.progress, file=sys.stderr, smoothing=0.05) as bar:
+        failed = {"demo": 0, "video": 0}
+
+        def progress(kind: str, kept: bool) -> None:
+            if kept:
+                bar.update()
+            else:
+                failed[kind] += 1
+                bar.set_postfix(failed_demos=failed["demo"], failed_videos=failed["video"], refresh=False)
+
+        if workers == 1:
+            return [collect_shard(cfg, k, progress) for k in todo]
+        return _run_pool(cfg, todo, workers, progress)
+
+
+def _run_pool(cfg: CollectConfig, todo: list[int], workers: int, progress: Progress) -> list[ShardResult]:
+    """Shards in `workers` spawned processes (no PyBullet or HDF5 state crosses a fork); progress via a queue."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(queue,)) as pool:  # leaving the block terminates workers
+        pending = [pool.apply_async(_pool_shard, (cfg, k)) for k in todo]
+        results = []
+        while pending:
+            _drain(queue, progress, timeout=0.2)
+            for job in [j for j in pending if j.ready()]:
+                pending.remove(job)
+                results.append(job.get())  # re-raises a worker's exception here
+        _drain(queue, progress, timeout=0.0)
+    return sorted(results, key=lambda r: r.file)
+
+
+def _drain(queue: mp.Queue, progress: Progress, timeout: float) -> None:
+    try:
+        message = queue.get(timeout=timeout) if timeout else queue.get_nowait()
+        while True:
+            progress(*message)
+            message = queue.get_nowait()
+    except queue_module.Empty:
+        return
+
+
+_worker_queue: mp.Queue | None = None  # per worker process: where progress messages go (set by the pool initializer)
+
+
+def _init_worker(queue: mp.Queue) -> None:
+    global _worker_queue
+    _worker_queue = queue
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it terminates the pool
+
+
+def _pool_shard(cfg: CollectConfig, shard: int) -> ShardResult:
+    return collect_shard(cfg, shard, lambda kind, kept: _worker_queue.put((kind, kept)))

@@ -1,0 +1,56 @@
+"""Typed settings of a collection run: the structured configs behind `oneshot-collect` (Hydra's source of truth).
+
+`launch/collect.py` registers these dataclasses in Hydra's ConfigStore; the YAML files under `conf/` only pick
+values. The same dataclasses are the typed input of `demos.collect.collect`, so the tool works without Hydra too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from omegaconf import MISSING
+
+
+@dataclass
+class EnvConfig:
+    """How the environment is built (the keywords of `envs.make`). Recorded in the manifest."""
+
+    family: str = "reach"  # task family: reach | push | pick_place
+    image_size: int = 64  # side of the square camera images, in pixels (32-256)
+    robot_visuals: str = "lowpoly"  # robot meshes: lowpoly (fast) | stock (original Panda meshes, ~10x slower)
+    renderer: str = "tiny"  # tiny (CPU TinyRenderer) | egl (GPU; falls back to tiny): the one used is recorded
+
+
+@dataclass
+class CollectConfig:
+    """One collection job: a split of tasks (or one shard of it) written into a dataset folder."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)  # the environment (config group `env`)
+    out: str = MISSING  # the dataset folder (created; other splits of the same env may live in it too)
+    split: str = "train"  # which object identities and seed stream the tasks come from: train | val | test | test_ood
+    num_tasks: int = 10  # tasks in this split (the first num_tasks distinct tasks of the split's stream)
+    demos_per_task: int = 1  # successful robot demonstrations kept per task
+    videos_per_task: int = 1  # successful human-proxy videos kept per task
+    base_seed: int = 0  # root of every seed of the dataset (tasks, demos, videos): see demos/seeds.py, 0-65535
+    max_failures: int = 20  # failed episodes of one kind for one task after which that task is skipped (and recorded)
+    tasks_per_shard: int = 10  # consecutive tasks per HDF5 file: the unit of parallel work and of resuming
+    compression: str = "gzip"  # HDF5 filter for the frames: gzip (level 4, portable) | lzf (h5py only) | none
+    shard: int = 0  # this job's index when num_shards jobs share the split (Hydra multirun: -m shard=0,1,2,3)
+    num_shards: int = 1  # how many jobs share the split; job i writes the files whose index % num_shards == i
+    workers: int = 0  # worker processes in this job; 0 means one per CPU core, 1 runs in-process
+    progress: bool = True  # show a progress bar (tqdm) on stderr
+
+
+def plan_of(cfg: CollectConfig) -> dict:
+    """The settings that define a split's contents; a resumed or sharded job must agree on all of them."""
+    return {
+        "env": asdict(cfg.env),
+        "split": cfg.split,
+        "num_tasks": cfg.num_tasks,
+        "demos_per_task": cfg.demos_per_task,
+        "videos_per_task": cfg.videos_per_task,
+        "base_seed": cfg.base_seed,
+        "max_failures": cfg.max_failures,
+        "tasks_per_shard": cfg.tasks_per_shard,
+        "compression": cfg.compression,
+    }

@@ -1,0 +1,1 @@
+"""Hydra entry points (collect, train, evaluate, ...): they wire configs to envs, demos and imitation."""
