@@ -6,6 +6,7 @@ environments can live in one process and nothing leaks between them.
 
 from __future__ import annotations
 
+import functools
 import os
 import pkgutil
 import warnings
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import pybullet as pb
 import pybullet_data
-from pybullet_utils import bullet_client
 
 PHYSICS_HZ = 240
 RENDERERS = ("tiny", "egl")
@@ -39,6 +39,25 @@ class Camera:
         return pb.computeProjectionMatrixFOV(self.fov_deg, width / height, 0.05, 5.0)
 
 
+class BulletClient:
+    """One DIRECT-mode physics client; every pybullet function called through it gets this client's id.
+
+    (pybullet_utils.bullet_client does the same but prints a stray "argv[0]=" line on every connect.)
+    """
+
+    def __init__(self) -> None:
+        self.id = pb.connect(pb.DIRECT)
+
+    def __getattr__(self, name: str):
+        attribute = getattr(pb, name)
+        if callable(attribute):
+            return functools.partial(attribute, physicsClientId=self.id)
+        return attribute
+
+    def disconnect(self) -> None:
+        pb.disconnect(physicsClientId=self.id)
+
+
 def egl_available() -> bool:
     """EGL only pays off on a GPU: without one PyBullet's EGL plugin runs on software OpenGL and is slower."""
     return any(os.path.exists(f"/dev/nvidia{i}") for i in range(8)) or os.path.exists("/dev/dri/renderD128")
@@ -50,12 +69,22 @@ class World:
     def __init__(self, renderer: str = "tiny") -> None:
         if renderer not in RENDERERS:
             raise ValueError(f"unknown renderer {renderer!r}; allowed: {', '.join(RENDERERS)}")
-        self.client = bullet_client.BulletClient(connection_mode=pb.DIRECT)
+        self.client = BulletClient()
         self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
-        self.client.setGravity(0.0, 0.0, -9.81)
-        self.client.setTimeStep(1.0 / PHYSICS_HZ)
         self.renderer = self._start_renderer(renderer)
         self.bodies: dict[str, int] = {}
+        self.clear()
+
+    def clear(self) -> None:
+        """Remove every body and constraint and reset the physics state.
+
+        Episodes rebuild their world from scratch (about 25 ms): removing and re-adding only the task's bodies
+        leaves solver caches behind, and then the same seed gives trajectories that differ in the fifth digit.
+        """
+        self.client.resetSimulation()
+        self.client.setGravity(0.0, 0.0, -9.81)
+        self.client.setTimeStep(1.0 / PHYSICS_HZ)
+        self.bodies.clear()
 
     def _start_renderer(self, renderer: str) -> str:
         """Load the EGL plugin before any body (loaded after, it renders blank); fall back to TinyRenderer."""
@@ -79,13 +108,6 @@ class World:
 
     def id(self, name: str) -> int:
         return self.bodies[name]
-
-    def remove(self, name: str) -> None:
-        self.client.removeBody(self.bodies.pop(name))
-
-    def remove_all(self, prefix: str) -> None:
-        for name in [n for n in self.bodies if n.startswith(prefix)]:
-            self.remove(name)
 
     def create_body(
         self,

@@ -69,13 +69,12 @@ class OneShotEnv(gym.Env):
         self.render_mode = render_mode
         self.renderer_requested = renderer
         self.world = World(renderer)
-        build_table(self.world)
-        self.robot = Panda(self.world, robot_visuals)
         self.robot_visuals = robot_visuals
+        self.robot = self._build_world()
         self.human: HumanScene | None = None
         self.observation_space = spaces.Dict({
             "image": spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
-            "state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+            "state": spaces.Box(-4.0, 4.0, (STATE_DIM,), np.float32),  # metres and radians: all well inside ±4
         })
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
         self.task: TaskSpec | None = None
@@ -108,7 +107,8 @@ class OneShotEnv(gym.Env):
             self.task = self._as_task(options["task"])
         else:
             self.task = self.fixed_task or sample_task(self.np_random, self.family.name, self.split)
-        self._release()
+        self._grasp_constraint, self.holding, self._closed_steps = None, None, 0
+        self.robot = self._build_world()
         self.arrangement = self.family.arrange(self.np_random, self.task)
         populate(self.world, self.task, self.arrangement)
         start = np.array([0.45, 0.0, 0.22]) + self.np_random.uniform(-0.03, 0.03, size=3)
@@ -180,6 +180,11 @@ class OneShotEnv(gym.Env):
         return self.family.max_steps
 
     # ----- internals --------------------------------------------------------------------------------------
+    def _build_world(self) -> Panda:
+        self.world.clear()
+        build_table(self.world)
+        return Panda(self.world, self.robot_visuals)
+
     def _check_action(self, action: np.ndarray) -> np.ndarray:
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (ACTION_DIM,):

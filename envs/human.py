@@ -74,6 +74,11 @@ class HumanScene:
     def __init__(self, renderer: str, width: int, height: int) -> None:
         self.world = World(renderer)
         self.width, self.height = width, height
+        self.last_look: HumanLook | None = None
+
+    def _build(self) -> None:
+        """A fresh world for every video, so that a seed always gives the same video (see World.clear)."""
+        self.world.clear()
         build_table(self.world)
         self.world.create_box("backdrop", (0.02, 1.5, 1.0), (0.7, 0.7, 0.7, 1.0), np.array([1.6, 0.0, 0.5]), collide=False)
         self._build_hand()
@@ -94,7 +99,8 @@ class HumanScene:
 
     def record(self, rng: np.random.Generator, family: TaskFamily, task: TaskSpec, arrangement: Arrangement) -> tuple[np.ndarray, dict]:
         """Frames (T, H, W, 3) of one human execution and whether the task was achieved in the simulator."""
-        look = sample_look(rng)
+        look = self.last_look = sample_look(rng)
+        self._build()
         self._dress(look)
         populate(self.world, task, arrangement)
         settle(self.world)

@@ -26,7 +26,7 @@ PRIMITIVES = ("box", "cylinder")
 NUM_MESHES = 1000
 NUM_HUES = 36
 OOD_FIRST_HUE = 30
-OBJECT_SIZE = 0.06  # metres: the largest extent of every object after scaling (fits the 8 cm gripper)
+OBJECT_SIZE = 0.055  # metres: the largest extent of every object after scaling (fits the 8 cm gripper)
 
 
 def shape_split(shape: str) -> str:

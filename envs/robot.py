@@ -57,7 +57,7 @@ class Panda:
         self.upper = [i[9] for i in info]
         self.ranges = [u - l for l, u in zip(self.lower, self.upper)]
         for link in (*FINGER_JOINTS, 8):
-            c.changeDynamics(self.id, link, lateralFriction=1.5, spinningFriction=0.01)
+            c.changeDynamics(self.id, link, lateralFriction=1.0, spinningFriction=0.01)
         self.target = np.zeros(3)
         self.gripper_closed = False
 

@@ -55,8 +55,7 @@ def build_table(world: World, rgba: tuple[float, float, float, float] = TABLE_RG
 
 
 def populate(world: World, task: TaskSpec, arrangement: Arrangement, goal_rgba: tuple = GOAL_RGBA) -> None:
-    """Remove the previous task's bodies and add this task's objects, containers and goal marker."""
-    world.remove_all("task/")
+    """Add the task's objects, containers and goal marker."""
     for i, c in enumerate(task.containers):
         add_container(world, container_name(i), hue_rgba(c.hue), arrangement.containers[i])
     if arrangement.goal is not None:

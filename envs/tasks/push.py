@@ -11,6 +11,7 @@ from envs.tasks.base import EpisodeView, TaskFamily, Waypoint, jitter, reached
 
 INSIDE_STEPS = 10
 PUSH_HEIGHT = 0.02
+PUSH_SPEED = 0.015  # metres per step while in contact
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -44,7 +45,8 @@ class Push(TaskFamily):
         goal = view.arrangement.goal
         u = np.array([*unit(goal - obj[:2]), 0.0])
         behind = np.array([*obj[:2], PUSH_HEIGHT]) - 0.06 * u
-        lateral = abs(float(np.cross(u[:2], view.ee[:2] - obj[:2])))
+        offset = view.ee[:2] - obj[:2]
+        lateral = abs(float(u[0] * offset[1] - u[1] * offset[0]))
         ahead = float(np.dot(obj[:2] - view.ee[:2], u[:2]))  # > 0: the effector is behind the object
         if self.phase == 2 and (lateral > 0.035 or ahead < 0.0):
             self.phase = 0  # the object slid sideways or past the effector: lift and approach again
@@ -58,6 +60,7 @@ class Push(TaskFamily):
             return Waypoint(behind, grip=True)
         # move the effector by the object's remaining error, aimed through the object's centre
         remaining = goal - obj[:2]
+        remaining *= min(1.0, PUSH_SPEED / max(float(np.linalg.norm(remaining)), 1e-9))  # slow pushes do not overshoot
         aim = np.array([*(obj[:2] - ahead * u[:2] + remaining), PUSH_HEIGHT])
         return Waypoint(aim, grip=True)
 
@@ -74,8 +77,8 @@ class Push(TaskFamily):
         ]
 
 
-def _clear_of_path(point: np.ndarray, start: np.ndarray, end: np.ndarray, clearance: float = 0.09) -> bool:
+def _clear_of_path(point: np.ndarray, start: np.ndarray, end: np.ndarray, clearance: float = 0.1) -> bool:
     """The point is farther than `clearance` from the segment start-end (extended behind the start)."""
     d = end - start
-    t = np.clip(np.dot(point - start, d) / np.dot(d, d), -0.5, 1.0)
+    t = np.clip(np.dot(point - start, d) / np.dot(d, d), -0.6, 1.0)
     return float(np.linalg.norm(point - (start + t * d))) > clearance

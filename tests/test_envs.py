@@ -1,0 +1,222 @@
+"""The environments: gymnasium compliance, determinism, experts, human videos, splits and bad input."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.objects import PRIMITIVES, SPLITS, hues_in, shapes_in
+from envs.scene import object_name
+
+FAMILIES = list(envs.ENV_IDS)
+# CI runs a few seeds per family: enough to catch a broken expert. launch/bench_envs.py runs the full 100.
+EXPERT_SEEDS = range(1000, 1008)
+
+
+def run_expert(env, seed: int) -> tuple[bool, int]:
+    env.reset(seed=seed)
+    steps, done = 0, False
+    while not done:
+        _, _, terminated, truncated, info = env.step(env.unwrapped.expert_action())
+        steps += 1
+        done = terminated or truncated
+    return bool(info["is_success"]), steps
+
+
+@pytest.mark.parametrize("env_id", list(envs.ENV_IDS.values()))
+def test_check_env_passes(env_id):
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=False)
+    env.close()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_seeded_reset_reproduces_the_scene(family, make_env):
+    a, b = make_env(family), envs.make(family)
+    obs_a, info_a = a.reset(seed=7)
+    a.reset(seed=8)  # a different scene in between must not leak into the next one
+    obs_a2, _ = a.reset(seed=7)
+    obs_b, info_b = b.reset(seed=7)
+    for obs in (obs_a2, obs_b):
+        np.testing.assert_array_equal(obs["image"], obs_a["image"])
+        np.testing.assert_array_equal(obs["state"], obs_a["state"])
+    assert info_a["task"] == info_b["task"]
+    # the same actions give the same trajectory
+    for _ in range(5):
+        action = a.unwrapped.expert_action()
+        np.testing.assert_array_equal(action, b.unwrapped.expert_action())
+        oa, ob = a.step(action)[0], b.step(action)[0]
+        np.testing.assert_array_equal(oa["image"], ob["image"])
+    b.close()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_observation_layout(family, make_env):
+    env = make_env(family)
+    obs, info = env.reset(seed=0)
+    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8
+    assert obs["state"].shape == (envs.STATE_DIM,) and obs["state"].dtype == np.float32
+    assert env.action_space.shape == (envs.ACTION_DIM,)
+    assert "is_success" in info and info["is_success"] is False
+    np.testing.assert_array_equal(env.render(), obs["image"])
+    assert obs["image"].std() > 5  # a real picture, not a blank frame
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_expert_succeeds(family, make_env):
+    env = make_env(family)
+    results = [run_expert(env, seed) for seed in EXPERT_SEEDS]
+    successes = sum(ok for ok, _ in results)
+    assert successes >= len(results) - 1, f"{family} expert: {successes}/{len(results)}"
+    assert all(steps == env.unwrapped.max_episode_steps for _, steps in results)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_doing_nothing_fails(family, make_env):
+    env = make_env(family)
+    env.reset(seed=3)
+    for _ in range(env.unwrapped.max_episode_steps):
+        _, _, _, truncated, info = env.step(np.zeros(4, dtype=np.float32))
+    assert truncated and not info["is_success"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_human_video(family, make_env):
+    env = make_env(family)
+    env.reset(seed=11)
+    frames, info = env.unwrapped.render_human_video(seed=5)
+    assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1:] == (64, 64, 3)
+    assert frames.shape[0] >= 20
+    assert info["task_achieved"], info
+    assert not {"actions", "states", "state", "action"} & set(info)
+    human = env.unwrapped.human
+    assert "robot" not in human.world.bodies
+    # every pixel belongs to a body of the human world (none is a robot), and the hand is in view
+    _, mask = human.world.render(human.last_look.camera, 64, 64, segmentation=True)
+    visible = set(np.unique(mask).tolist()) - {-1}
+    assert visible <= set(human.world.bodies.values())
+    assert human.world.id("hand") in visible
+    # the same seed gives the same video, another seed another one
+    again, _ = env.unwrapped.render_human_video(seed=5)
+    np.testing.assert_array_equal(again, frames)
+    other, _ = env.unwrapped.render_human_video(seed=6)
+    assert other.shape != frames.shape or not np.array_equal(other, frames)
+
+
+def test_human_video_moves_the_object(make_env):
+    env = make_env("push")
+    env.reset(seed=2)
+    human = env.unwrapped
+    human.render_human_video(seed=3)
+    world = human.human.world
+    goal = world.position("task/goal")[:2]
+    target = world.position(object_name(human.task.target))[:2]
+    assert np.all(np.abs(target - goal) <= 0.05)
+
+
+def test_splits_are_disjoint():
+    shape_sets = {s: set(shapes_in(s)) for s in SPLITS}
+    hue_sets = {s: set(hues_in(s)) for s in SPLITS}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1 :]:
+            assert not shape_sets[a] & shape_sets[b]
+            assert not hue_sets[a] & hue_sets[b]
+    assert sum(len(v) for v in shape_sets.values()) == 1000 + len(PRIMITIVES)
+    assert len(shape_sets["train"]) > 5 * len(shape_sets["test"])
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_sampled_tasks_stay_in_their_split(split):
+    rng = np.random.default_rng(0)
+    for family in FAMILIES:
+        for _ in range(20):
+            task = envs.sample_task(rng, family, split)
+            assert all(o.split() == split for o in task.objects)
+            assert envs.TaskSpec.from_dict(task.to_dict()) == task
+
+
+def test_targets_are_uniform_among_candidates():
+    rng = np.random.default_rng(1)
+    targets = [envs.sample_task(rng, "reach", "train").target for _ in range(600)]
+    counts = np.bincount(targets, minlength=3)
+    assert counts.min() > 150, counts
+
+
+def test_scene_does_not_reveal_the_target(make_env):
+    """Only the video says which object: the target is not placed, coloured or ordered differently."""
+    env = make_env("reach")
+    positions = []
+    for seed in range(40):
+        env.reset(seed=seed)
+        t = env.unwrapped.task.target
+        positions.append([env.unwrapped.world.position(object_name(i))[:2] for i in (t, (t + 1) % 3)])
+    p = np.asarray(positions)
+    # target and a distractor are drawn from the same distribution (means within a few cm)
+    assert np.linalg.norm(p[:, 0].mean(0) - p[:, 1].mean(0)) < 0.04
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"family": "fly"}, "unknown task family"),
+        ({"family": "reach", "image_size": 16}, "image_size"),
+        ({"family": "reach", "image_size": 512}, "image_size"),
+        ({"family": "reach", "split": "holdout"}, "unknown split"),
+        ({"family": "reach", "robot_visuals": "shiny"}, "robot visuals"),
+        ({"family": "reach", "renderer": "vulkan"}, "unknown renderer"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, message):
+    family = kwargs.pop("family")
+    with pytest.raises(ValueError, match=message):
+        envs.make(family, **kwargs)
+
+
+def test_bad_task_specs():
+    good = envs.sample_task(np.random.default_rng(0), "reach", "train").to_dict()
+    with pytest.raises(ValueError, match="unknown shape"):
+        envs.TaskSpec.from_dict({**good, "objects": [{"shape": "mesh:1234", "hue": 0}] + good["objects"][1:]})
+    with pytest.raises(ValueError, match="exactly 3 objects"):
+        envs.TaskSpec.from_dict({**good, "objects": good["objects"][:2]})
+    with pytest.raises(ValueError, match="target must be"):
+        envs.TaskSpec.from_dict({**good, "target": 5})
+    with pytest.raises(ValueError, match="does not belong to split"):
+        envs.TaskSpec.from_dict({**good, "split": "test"})
+    with pytest.raises(ValueError, match="invalid task spec"):
+        envs.TaskSpec.from_dict({"family": "reach"})
+    with pytest.raises(ValueError, match="does not match"):
+        envs.make("push", task=good)
+
+
+@pytest.mark.parametrize("action", [np.zeros(3), np.zeros((4, 1)), np.array([0.0, np.nan, 0.0, 1.0]), np.array([np.inf, 0, 0, 1])])
+def test_bad_actions(action, make_env):
+    env = make_env("reach")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action"):
+        env.step(action)
+
+
+def test_unknown_reset_option(make_env):
+    env = make_env("reach")
+    with pytest.raises(ValueError, match="unknown reset options"):
+        env.reset(seed=0, options={"arrangement": 1})
+
+
+def test_fixed_task_is_used(make_env):
+    env = make_env("pick_place")
+    task = envs.sample_task(np.random.default_rng(3), "pick_place", "val")
+    _, info = env.reset(seed=0, options={"task": task})
+    assert info["task"] == task.to_dict()
+    assert env.unwrapped.task == task
+
+
+def test_image_size_is_configurable():
+    env = envs.make("reach", image_size=32)
+    obs, _ = env.reset(seed=0)
+    assert obs["image"].shape == (32, 32, 3)
+    frames, _ = env.unwrapped.render_human_video(seed=0)
+    assert frames.shape[1:] == (32, 32, 3)
+    env.close()
