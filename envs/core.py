@@ -26,7 +26,7 @@ MAX_STEP = 0.03  # metres the end-effector target moves per step at |action| = 1
 GRASP_WINDOW = 4  # steps after a close command during which touching fingers grasp
 EE_LOW = np.array([0.25, -0.35, 0.012])
 EE_HIGH = np.array([0.80, 0.35, 0.35])
-ROBOT_CAMERA = Camera(eye=(0.95, 0.0, 0.62), target=(0.52, 0.0, 0.0), fov_deg=38.0)
+ROBOT_CAMERA = Camera(eye=(0.88, 0.0, 0.56), target=(0.53, 0.0, 0.0), fov_deg=36.0)
 
 
 class OneShotEnv(gym.Env):

@@ -37,12 +37,12 @@ class HumanLook:
 
 def sample_look(rng: np.random.Generator) -> HumanLook:
     azimuth = rng.uniform(-2.2, -0.9)  # seen from the side/front-left, never from the robot's camera
-    distance, height = rng.uniform(0.42, 0.55), rng.uniform(0.4, 0.55)
+    distance, height = rng.uniform(0.32, 0.42), rng.uniform(0.38, 0.5)
     centre = np.array([0.53, 0.0, 0.0])
     eye = centre + [distance * np.cos(azimuth), distance * np.sin(azimuth), height]
     light = (rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.6, 1.2))
     tint = tuple(float(x) for x in rng.uniform(0.85, 1.0, size=3))
-    camera = Camera(eye=tuple(eye), target=tuple(centre + rng.normal(0, 0.02, 3)), fov_deg=float(rng.uniform(40, 48)),
+    camera = Camera(eye=tuple(eye), target=tuple(centre + rng.normal(0, 0.02, 3)), fov_deg=float(rng.uniform(40, 46)),
                     light_direction=light, light_color=tint, ambient=float(rng.uniform(0.45, 0.7)), diffuse=float(rng.uniform(0.35, 0.6)))
     shoulder_angle = azimuth + np.pi + rng.uniform(-0.5, 0.5)  # the person stands across the table from the camera
     shoulder = centre + [0.75 * np.cos(shoulder_angle), 0.75 * np.sin(shoulder_angle), 0.45]
@@ -85,11 +85,11 @@ class HumanScene:
 
     def _build_hand(self) -> None:
         c = self.world.client
-        # palm + four fingers + thumb, in the hand's frame (fingers point down, -z)
-        halves = [(0.04, 0.045, 0.012), (0.008, 0.04, 0.02), (0.008, 0.04, 0.02), (0.008, 0.012, 0.02), (0.008, 0.012, 0.02)]
-        centres = [(0, 0, 0.0), (0.0, 0.0, -0.03), (0.0, 0.0, -0.03), (0.03, 0.0, -0.025), (-0.03, 0.0, -0.025)]
-        collision = c.createCollisionShapeArray([pb.GEOM_BOX] * 5, halfExtents=halves, collisionFramePositions=centres)
-        visual = c.createVisualShapeArray([pb.GEOM_BOX] * 5, halfExtents=halves, visualFramePositions=centres)
+        # a palm, four fingers side by side along its front edge and a thumb on its side; fingers point down (-z)
+        halves = [(0.04, 0.03, 0.01)] + [(0.008, 0.008, 0.022)] * 4 + [(0.008, 0.008, 0.018)]
+        centres = [(0.0, 0.0, 0.0)] + [(x, 0.022, -0.03) for x in (-0.03, -0.01, 0.01, 0.03)] + [(-0.045, -0.015, -0.02)]
+        collision = c.createCollisionShapeArray([pb.GEOM_BOX] * 6, halfExtents=halves, collisionFramePositions=centres)
+        visual = c.createVisualShapeArray([pb.GEOM_BOX] * 6, halfExtents=halves, visualFramePositions=centres)
         self.world.create_body("hand", collision, visual, np.array([0.5, 0.0, 0.5]), mass=1.0)
         self.hand_constraint = c.createConstraint(self.world.id("hand"), -1, -1, -1, pb.JOINT_FIXED, [0, 0, 0], [0, 0, 0], [0.5, 0.0, 0.5])
         for name, radius, length in (("forearm", 0.03, 0.3), ("upper_arm", 0.038, 0.3)):

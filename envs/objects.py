@@ -26,7 +26,8 @@ PRIMITIVES = ("box", "cylinder")
 NUM_MESHES = 1000
 NUM_HUES = 36
 OOD_FIRST_HUE = 30
-OBJECT_SIZE = 0.055  # metres: the largest extent of every object after scaling (fits the 8 cm gripper)
+OBJECT_SIZE = 0.05  # metres: the side of the square with the area of an object's two largest extents
+MAX_EXTENT = 0.07  # metres: no object is longer than this (the gripper opens to 8 cm)
 
 
 def shape_split(shape: str) -> str:
@@ -135,12 +136,18 @@ def object_half_height(shape: str) -> float:
     if shape in PRIMITIVES:
         return {"box": 0.02, "cylinder": 0.025}[shape]
     lo, hi = mesh_bounds(shape)
-    scale = OBJECT_SIZE / float(np.max(hi - lo))
-    return float(hi[2] - lo[2]) * scale / 2
+    return float(hi[2] - lo[2]) * mesh_scale(shape) / 2
+
+
+def mesh_scale(shape: str) -> float:
+    """Scale a mesh to a similar visible size: thin meshes scaled by their longest side alone look like slivers."""
+    lo, hi = mesh_bounds(shape)
+    extents = np.sort(hi - lo)
+    return float(min(OBJECT_SIZE / np.sqrt(extents[1] * extents[2]), MAX_EXTENT / extents[2]))
 
 
 def create_shapes(client, identity: ObjectIdentity) -> tuple[int, int]:
-    """Collision and visual shape ids for an identity, scaled so the largest extent is OBJECT_SIZE and centred."""
+    """Collision and visual shape ids for an identity, scaled (see mesh_scale) and centred."""
     rgba = hue_rgba(identity.hue)
     shape = identity.shape
     if shape == "box":
@@ -151,7 +158,7 @@ def create_shapes(client, identity: ObjectIdentity) -> tuple[int, int]:
         return (client.createCollisionShape(pb.GEOM_CYLINDER, radius=0.02, height=0.05),
                 client.createVisualShape(pb.GEOM_CYLINDER, radius=0.02, length=0.05, rgbaColor=rgba))
     lo, hi = mesh_bounds(shape)
-    scale = OBJECT_SIZE / float(np.max(hi - lo))
+    scale = mesh_scale(shape)
     centre = -(lo + hi) / 2 * scale
     path = _mesh_path(shape)
     return (client.createCollisionShape(pb.GEOM_MESH, fileName=path, meshScale=[scale] * 3, collisionFramePosition=centre.tolist()),

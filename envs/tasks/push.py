@@ -67,8 +67,8 @@ class Push(TaskFamily):
     def human_plan(self, rng: np.random.Generator, world: World, task: TaskSpec, arrangement: Arrangement) -> list[Waypoint]:
         obj = world.position(object_name(task.target))
         u = np.array([*unit(arrangement.goal - obj[:2]), 0.0])
-        start = np.array([*obj[:2], 0.03]) - 0.075 * u
-        end = np.array([*arrangement.goal, 0.03]) - 0.045 * u
+        start = np.array([*obj[:2], 0.016]) - 0.075 * u
+        end = np.array([*arrangement.goal, 0.016]) - 0.04 * u
         return [
             Waypoint(start + [0, 0, 0.08] + jitter(rng, 0.015), grip=False, frames=int(rng.integers(9, 14))),
             Waypoint(start, grip=False, frames=int(rng.integers(4, 7))),
