@@ -1,0 +1,150 @@
+"""Checkpoints that describe themselves (the robomimic lesson): a policy and its environment rebuild from the file.
+
+A checkpoint holds the weights of the policy, the learned loss and the inner learning rates (one MetaLearner
+state dict), the optimizer state, the step, RNG states, every config needed to rebuild the model, the env
+keywords, the episode length the model was trained on, the dataset's manifest digest and the tensor shapes.
+Writes are atomic (temporary file + rename) and `last.pt` in the folder points to the newest one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imitation.adaptation_loss import AdaptationLossConfig
+from imitation.bc import BCLossConfig, build_imitation_learner
+from imitation.maml import MetaConfig, MetaLearner
+from imitation.policy import PolicyConfig
+
+CHECKPOINT_FORMAT = "oneshot-checkpoint"
+CHECKPOINT_VERSION = 1
+LAST = "last.pt"
+
+
+@dataclass
+class ModelSpec:
+    """Everything that defines the model's shape and its meta-learning, as plain dataclasses."""
+
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    adaptation_loss: AdaptationLossConfig = field(default_factory=AdaptationLossConfig)
+    bc: BCLossConfig = field(default_factory=BCLossConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+
+    def to_dict(self) -> dict:
+        return {name: asdict(getattr(self, name)) for name in ("policy", "adaptation_loss", "bc", "meta")}
+
+    @staticmethod
+    def from_dict(d: dict) -> "ModelSpec":
+        return ModelSpec(
+            policy=_dataclass_from(PolicyConfig, d["policy"]),
+            adaptation_loss=_dataclass_from(AdaptationLossConfig, d["adaptation_loss"]),
+            bc=_dataclass_from(BCLossConfig, d["bc"]),
+            meta=_dataclass_from(MetaConfig, d["meta"]),
+        )
+
+
+@dataclass
+class CheckpointInfo:
+    """The metadata stored beside the weights."""
+
+    step: int
+    model: ModelSpec
+    env: dict[str, Any]  # keywords of envs.make: family, image_size, robot_visuals, renderer
+    episode_length: int  # frames per demo the model was trained on (videos are resampled to it)
+    dataset: dict[str, Any]  # path, manifest_sha256, splits used
+    train_config: dict[str, Any]  # the resolved training config (plain containers)
+    git_revision: str = "unknown"
+
+
+def _dataclass_from(cls: type, values: dict) -> Any:
+    """Rebuild a frozen config dataclass, turning lists (from YAML/JSON) back into tuples where the field is one."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            v = values[f.name]
+            kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**kwargs)
+
+
+def build_learner(spec: ModelSpec, seed: int = 0) -> MetaLearner:
+    return build_imitation_learner(spec.policy, spec.adaptation_loss, spec.bc, spec.meta,
+                                   generator=torch.Generator().manual_seed(seed))
+
+
+def save_checkpoint(path: str | Path, learner: MetaLearner, info: CheckpointInfo, rng_state: dict | None = None) -> Path:
+    """Write atomically (temporary name, fsync, rename) and point `last.pt` in the same folder at it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "step": info.step,
+        "learner": learner.state_dict(),
+        "optimizer": learner.optimizer.state_dict(),
+        "model": info.model.to_dict(),
+        "env": info.env,
+        "episode_length": info.episode_length,
+        "dataset": info.dataset,
+        "train_config": info.train_config,
+        "git_revision": info.git_revision,
+        "shapes": {
+            "image": [*info.model.policy.image_size, 3],
+            "state": [info.model.policy.state_dim],
+            "action": [info.model.policy.action_dim],
+            "frames": info.episode_length,
+        },
+        "rng": rng_state or {},
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if path.name != LAST:
+        last_tmp = path.with_name(f".{LAST}.{os.getpid()}.tmp")
+        shutil.copyfile(path, last_tmp)
+        os.replace(last_tmp, path.parent / LAST)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The raw payload, checked for format and version, with clear errors for a missing or foreign file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LAST
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file: torch raises several kinds
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} file")
+    if payload["version"] > CHECKPOINT_VERSION:
+        raise ValueError(f"{path} has checkpoint version {payload['version']}; this code reads up to {CHECKPOINT_VERSION}")
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[MetaLearner, CheckpointInfo, dict]:
+    """Rebuild the MetaLearner (weights and optimizer state) and its metadata from the file alone.
+
+    Returns (learner, info, payload); the payload carries the RNG states for an exact resume.
+    """
+    payload = read_checkpoint(path)
+    spec = ModelSpec.from_dict(payload["model"])
+    learner = build_learner(spec)
+    learner.load_state_dict(payload["learner"])
+    learner.to(device)
+    learner.optimizer.load_state_dict(payload["optimizer"])
+    info = CheckpointInfo(
+        step=int(payload["step"]), model=spec, env=dict(payload["env"]), episode_length=int(payload["episode_length"]),
+        dataset=dict(payload["dataset"]), train_config=dict(payload["train_config"]), git_revision=payload["git_revision"],
+    )
+    return learner, info, payload
