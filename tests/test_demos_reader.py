@@ -1,0 +1,90 @@
+"""The training reader (pairs of one task, DataLoader workers, refusals) and the seed rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from demos import DatasetMismatchError, FormatVersionError, ManifestError, ShardError
+from demos.reader import MetaBatchSampler, PairDataset
+from demos.seeds import split_tasks, stream_seed
+from demos.shards import read_episode, resample_indices
+from demos.testing import reference  # noqa: F401 (a fixture)
+
+
+def test_pairs_are_uint8_videos_resampled_to_the_demo_of_the_same_task(reference: Path) -> None:
+    ds = PairDataset(reference, "train", image_size=32)
+    assert len(ds) == 2 * 1 * 2
+    pair = ds[3]  # task 1, video 0, demo 1
+    assert pair.task.item() == 1
+    assert pair.video.dtype == pair.images.dtype == torch.uint8 and pair.video.shape == pair.images.shape == (40, 32, 32, 3)
+    assert pair.states.shape == (40, 11) and pair.actions.shape == (40, 4) and pair.actions.dtype == torch.float32
+    with h5py.File(reference / ds.tasks[1].shard) as f:
+        (frames,) = read_episode(f, ds.tasks[1].id, "videos", 0)
+        images, _, actions = read_episode(f, ds.tasks[1].id, "demos", 1)
+    assert np.array_equal(pair.video.numpy(), frames[resample_indices(len(frames), 40)])
+    assert np.array_equal(pair.images.numpy(), images) and np.array_equal(pair.actions.numpy(), actions)
+    pair.images.zero_()  # a caller writing into a tensor must not change what the cache holds
+    assert np.array_equal(ds[3].images.numpy(), images)
+
+
+def test_resample_keeps_the_ends_and_the_order() -> None:
+    idx = resample_indices(25, 40)
+    assert idx[0] == 0 and idx[-1] == 24 and np.all(np.diff(idx) >= 0) and len(idx) == 40
+    assert list(resample_indices(5, 3)) == [0, 2, 4]
+
+
+def test_dataloader_workers_and_in_process_sampling_give_meta_batches_of_distinct_tasks(reference: Path) -> None:
+    ds = PairDataset(reference, "train", image_size=32)
+    ds[0]  # opens a file in this process: workers must not use that handle
+    loader = DataLoader(ds, batch_sampler=MetaBatchSampler(ds, num_tasks=2, num_batches=4, seed=0), num_workers=2)
+    batches = list(loader)
+    assert len(batches) == 4 and all(sorted(b.task.tolist()) == [0, 1] for b in batches)
+    assert batches[0].video.shape == (2, 40, 32, 32, 3) and batches[0].video.dtype == torch.uint8
+    a, b = ds.sample(np.random.default_rng(1), 2), ds.sample(np.random.default_rng(1), 2)
+    assert len(set(a.task.tolist())) == 2 and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert next(ds.batches(np.random.default_rng(1), 2)).task.tolist() == a.task.tolist()
+
+
+def test_reader_refuses_another_image_size_family_or_format(reference: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetMismatchError, match="images are 32x32, the reader was asked for 64x64"):
+        PairDataset(reference, "train", image_size=64)
+    with pytest.raises(DatasetMismatchError, match="a 'reach' dataset, the reader was asked for 'push'"):
+        PairDataset(reference, "train", image_size=32, family="push")
+    manifest = json.loads((reference / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
+    with pytest.raises(FormatVersionError, match="newer"):
+        PairDataset(tmp_path, "train", image_size=32)
+    (tmp_path / "manifest.json").write_text("[]")
+    with pytest.raises(ManifestError, match="corrupt manifest"):
+        PairDataset(tmp_path, "train", image_size=32)
+
+
+def test_reader_names_a_missing_shard(reference: Path, tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text((reference / "manifest.json").read_text())
+    ds = PairDataset(tmp_path, "train", image_size=32)
+    with pytest.raises(ShardError, match="shard-00000-of-00002.h5: shard missing"):
+        ds[0]
+
+
+def test_seed_streams_are_disjoint_and_reproducible() -> None:
+    seeds = {stream_seed(7, split, task, kind, attempt)
+             for split in ("train", "val", "test", "test_ood") for task in range(20) for kind in ("task", "demo", "video")
+             for attempt in range(5)}
+    assert len(seeds) == 4 * 20 * 3 * 5
+    assert stream_seed(7, "val", 3, "video", 2) == 7 << 45 | 1 << 42 | 3 << 22 | 2 << 20 | 2
+    with pytest.raises(ValueError, match="base_seed"):
+        stream_seed(1 << 16, "train", 0, "demo", 0)
+
+
+def test_task_lists_are_distinct_deterministic_and_prefix_stable() -> None:
+    tasks = split_tasks(0, "push", "val", 30)
+    assert len({t.task_id() for t in tasks}) == 30 and all(t.split == "val" for t in tasks)
+    assert split_tasks(0, "push", "val", 10) == tasks[:10]
+    assert split_tasks(1, "push", "val", 10) != tasks[:10]
