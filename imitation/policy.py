@@ -1,0 +1,112 @@
+"""Vision policy: conv trunk -> spatial soft-argmax feature points -> [points, state, bias transform] -> FC -> action."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from imitation.layers import NORM_KINDS, ChannelNorm, spatial_soft_argmax
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Architecture of the policy. The defaults (~98k parameters) suit 64x64 images on a CPU."""
+
+    image_size: tuple[int, int] = (64, 64)  # (height, width) of the uint8 RGB input frames
+    conv_filters: tuple[int, ...] = (16, 32, 32)  # output channels of each conv layer
+    conv_kernel: int = 5  # square kernel size of every conv layer ("same" padding)
+    conv_strides: tuple[int, ...] = (2, 2, 2)  # one stride per conv layer
+    norm: str = "layer"  # "layer" (no scale, as MIL/DAML) or "group" (GroupNorm); never BatchNorm
+    norm_groups: int = 8  # groups for norm="group"
+    fc_sizes: tuple[int, ...] = (200, 200)  # hidden fully connected layers; the last one gives the features
+    bias_transform_dim: int = 10  # learned, zero-initialised vector concatenated to the first FC input
+    state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
+    action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
+
+    def __post_init__(self) -> None:
+        if len(self.conv_filters) != len(self.conv_strides):
+            raise ValueError(f"conv_filters {self.conv_filters} and conv_strides {self.conv_strides} differ in length")
+        if self.norm not in NORM_KINDS:
+            raise ValueError(f"norm must be one of {NORM_KINDS}, got {self.norm!r}")
+        if not self.fc_sizes:
+            raise ValueError("fc_sizes needs at least one hidden layer (its activations are the features)")
+
+
+# About the MIL/DAML pushing network, at the size those papers used; meant for a GPU.
+GPU_POLICY = PolicyConfig(
+    image_size=(128, 128),
+    conv_filters=(32, 32, 32, 32),
+    conv_strides=(2, 2, 2, 1),
+    fc_sizes=(200, 200, 200),
+    bias_transform_dim=20,
+)
+
+
+class PolicyOutput(NamedTuple):
+    actions: Tensor  # (..., action_dim)
+    features: Tensor  # (..., fc_sizes[-1]): last hidden layer, the input of the learned adaptation loss
+
+
+class Policy(nn.Module):
+    """Maps uint8 frames (..., H, W, 3) and robot states (..., state_dim) to actions and per-frame features.
+
+    Any number of leading dimensions is accepted (e.g. (B, T) or (T,)); frames are converted to the
+    parameters' dtype on their own device, so data can stay uint8 on the host until the model needs it.
+    """
+
+    def __init__(self, cfg: PolicyConfig = PolicyConfig()) -> None:
+        super().__init__()
+        self.cfg = cfg
+        layers: list[nn.Module] = []
+        channels = 3
+        for filters, stride in zip(cfg.conv_filters, cfg.conv_strides):
+            layers += [
+                nn.Conv2d(channels, filters, cfg.conv_kernel, stride, padding=cfg.conv_kernel // 2),
+                ChannelNorm(filters, cfg.norm, cfg.norm_groups),
+                nn.ReLU(),
+            ]
+            channels = filters
+        self.trunk = nn.Sequential(*layers)
+        self.softmax_temperature = nn.Parameter(torch.ones(()))
+        self.bias_transform = nn.Parameter(torch.zeros(cfg.bias_transform_dim))
+        sizes = (2 * channels + cfg.state_dim + cfg.bias_transform_dim, *cfg.fc_sizes)
+        self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.head = nn.Linear(sizes[-1], cfg.action_dim)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.cfg.fc_sizes[-1]
+
+    def forward(self, images: Tensor, states: Tensor) -> PolicyOutput:
+        self._check_shapes(images, states)
+        lead = images.shape[:-3]
+        dtype = self.head.weight.dtype
+        x = images.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2).to(dtype) / 255.0
+        points = spatial_soft_argmax(self.trunk(x), self.softmax_temperature)
+        bias = self.bias_transform.expand(points.shape[0], -1)
+        h = torch.cat([points, states.reshape(-1, self.cfg.state_dim).to(dtype), bias], dim=-1)
+        for layer in self.fc:
+            h = F.relu(layer(h))
+        actions = self.head(h)
+        return PolicyOutput(actions.reshape(*lead, -1), h.reshape(*lead, -1))
+
+    def video_inputs(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        """Model inputs for a video pass: the frames and an all-zero robot state (videos carry none, as in DAML)."""
+        zeros = torch.zeros(*video.shape[:-3], self.cfg.state_dim, device=video.device)
+        return video, zeros
+
+    def _check_shapes(self, images: Tensor, states: Tensor) -> None:
+        expected = (*self.cfg.image_size, 3)
+        if tuple(images.shape[-3:]) != expected:
+            raise ValueError(f"images end in {tuple(images.shape[-3:])}, the policy config expects {expected}")
+        if images.dtype != torch.uint8:
+            raise TypeError(f"images must be uint8 (converted on the device by the policy), got {images.dtype}")
+        if states.shape[-1] != self.cfg.state_dim or states.shape[:-1] != images.shape[:-3]:
+            raise ValueError(
+                f"states {tuple(states.shape)} do not match images {tuple(images.shape)} "
+                f"with state_dim={self.cfg.state_dim}"
+            )

@@ -1,0 +1,85 @@
+"""Policy and learned adaptation loss: shapes, dtypes, configuration errors."""
+
+import pytest
+import torch
+from torch import nn
+
+from imitation.adaptation_loss import AdaptationLossConfig, LinearFeatureLoss, TemporalConvLoss, build_adaptation_loss
+from imitation.layers import init_parameters
+from imitation.policy import GPU_POLICY, Policy, PolicyConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny ops are dominated by OpenMP hand-offs when the 2 cores are shared (pytest -n 2): use one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def frames(*lead: int, size: tuple[int, int] = (64, 64), seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (*lead, *size, 3), dtype=torch.uint8, generator=g)
+
+
+def test_default_policy_shapes_dtypes_and_size() -> None:
+    policy = Policy()
+    out = policy(frames(2, 5), torch.randn(2, 5, 11))
+    assert out.actions.shape == (2, 5, 4) and out.actions.dtype == torch.float32
+    assert out.features.shape == (2, 5, policy.feature_dim)
+    assert 80_000 <= sum(p.numel() for p in policy.parameters()) <= 120_000
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in policy.modules())
+    assert torch.equal(policy.bias_transform, torch.zeros(10))
+
+
+def test_policy_accepts_any_leading_dims_and_float64() -> None:
+    policy = Policy().double()
+    out = policy(frames(7), torch.randn(7, 11))
+    assert out.actions.shape == (7, 4) and out.actions.dtype == torch.float64
+    single = policy(frames(7)[3], torch.zeros(11))
+    assert single.actions.shape == (4,)
+
+
+def test_video_inputs_zero_the_state() -> None:
+    policy = Policy()
+    video, state = policy.video_inputs(frames(3, 6))
+    assert state.shape == (3, 6, 11) and not state.any()
+    assert policy(video, state).features.shape == (3, 6, 200)
+
+
+@pytest.mark.parametrize("cfg", [PolicyConfig(norm="group"), GPU_POLICY])
+def test_other_configs(cfg: PolicyConfig) -> None:
+    policy = Policy(cfg)
+    assert policy(frames(2, size=cfg.image_size), torch.zeros(2, 11)).actions.shape == (2, 4)
+
+
+def test_bad_inputs_are_refused_clearly() -> None:
+    policy = Policy()
+    with pytest.raises(ValueError, match="expects"):
+        policy(frames(2, size=(32, 32)), torch.zeros(2, 11))
+    with pytest.raises(TypeError, match="uint8"):
+        policy(frames(2).float(), torch.zeros(2, 11))
+    with pytest.raises(ValueError, match="state_dim"):
+        policy(frames(2), torch.zeros(2, 7))
+    with pytest.raises(ValueError, match="norm"):
+        PolicyConfig(norm="batch")
+    with pytest.raises(ValueError, match="length"):
+        PolicyConfig(conv_filters=(8, 8), conv_strides=(2,))
+
+
+def test_init_parameters_is_reproducible_from_a_generator() -> None:
+    a = init_parameters(Policy(), torch.Generator().manual_seed(3))
+    b = init_parameters(Policy(), torch.Generator().manual_seed(3))
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("kind, cls", [("temporal", TemporalConvLoss), ("linear", LinearFeatureLoss)])
+def test_adaptation_loss_is_a_nonnegative_scalar(kind: str, cls: type) -> None:
+    loss = build_adaptation_loss(200, AdaptationLossConfig(kind=kind))
+    assert isinstance(loss, cls)
+    for features in (torch.randn(50, 200), torch.randn(3, 50, 200)):
+        value = loss(features)
+        assert value.shape == () and value.item() >= 0.0
+    with pytest.raises(ValueError, match="kind"):
+        AdaptationLossConfig(kind="lstm")
