@@ -37,7 +37,7 @@ class Reach(TaskFamily):
     def human_plan(self, rng: np.random.Generator, world: World, task: TaskSpec, arrangement: Arrangement) -> list[Waypoint]:
         target = world.position(object_name(task.target))
         hover = target + [0, 0, 0.10] + jitter(rng, 0.02)
-        touch = target + [0, 0, 0.035]
+        touch = target + [0, 0, 0.02]
         return [
             Waypoint(hover, grip=False, frames=int(rng.integers(10, 16))),
             Waypoint(touch, grip=False, frames=int(rng.integers(5, 9))),
