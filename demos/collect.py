@@ -60,11 +60,11 @@ class CollectReport:
         return sum(getattr(r, key)[kind] if kind else getattr(r, key) for r in self.shards_done)
 
     def summary(self) -> str:
-        tasks, frames, s = self.total("tasks"), self.total("frames"), max(self.seconds, 1e-9)
+        tasks, skipped, frames, s = self.total("tasks"), self.total("skipped_tasks"), self.total("frames"), max(self.seconds, 1e-9)
         kept = {k: f"{self.total('kept', k)}/{self.total('attempts', k)}" for k in ("demo", "video")}
-        lines = [f"collected {len(self.shards_done)} shards ({tasks} tasks, {self.total('skipped_tasks')} skipped) in {s:.1f} s; "
+        lines = [f"collected {len(self.shards_done)} shards ({tasks} tasks, {skipped} of them skipped) in {s:.1f} s; "
                  f"{self.shards_present} shards were already complete",
-                 f"throughput: {60 * tasks / s:.1f} tasks/min, {frames / s:.0f} frames/s",
+                 f"throughput: {60 * (tasks - skipped) / s:.1f} tasks/min kept, {frames / s:.0f} frames/s kept",
                  f"kept fraction: demos {kept['demo']}, videos {kept['video']} (successful/attempted)"]
         return "\n".join(lines)
 
@@ -121,12 +121,14 @@ def collect_task(env: gym.Env, cfg: CollectConfig, index: int, task: envs.TaskSp
     return out
 
 
-def collect_shard(cfg: CollectConfig, shard: int, progress: Progress) -> ShardResult:
-    """Make and write shard `shard` of the split (in a fresh environment, so its content depends on nothing else)."""
+def collect_shard(cfg: CollectConfig, shard: int, tasks: list[envs.TaskSpec], progress: Progress) -> ShardResult:
+    """Make and write shard `shard` of the split, whose `tasks` these are.
+
+    In a fresh environment, so that its content depends on nothing else.
+    """
     n = num_shard_files(cfg.num_tasks, cfg.tasks_per_shard)
     path = Path(cfg.out) / shard_name(cfg.split, shard, n)
     first = shard * cfg.tasks_per_shard
-    tasks = split_tasks(cfg.base_seed, cfg.env.family, cfg.split, cfg.num_tasks)[first:first + cfg.tasks_per_shard]
     env = make_env(cfg)
     try:
         episodes = [collect_task(env, cfg, first + i, task, progress) for i, task in enumerate(tasks)]
@@ -181,7 +183,9 @@ def collect(cfg: CollectConfig) -> CollectReport:
     log.info("%s/%s: %d tasks in %d shards; this job (shard %d of %d) owns %d, %d already complete",
              cfg.env.family, cfg.split, cfg.num_tasks, n, cfg.shard, cfg.num_shards, len(mine), len(mine) - len(todo))
     start = time.perf_counter()
-    results = _run(cfg, todo)
+    tasks = split_tasks(cfg.base_seed, cfg.env.family, cfg.split, cfg.num_tasks)
+    work = {k: tasks[k * cfg.tasks_per_shard:(k + 1) * cfg.tasks_per_shard] for k in todo}
+    results = _run(cfg, work)
     report = CollectReport(results, len(mine) - len(todo), time.perf_counter() - start, None)
     report.manifest = update_manifest(root)
     if report.manifest is None:
@@ -190,11 +194,12 @@ def collect(cfg: CollectConfig) -> CollectReport:
     return report
 
 
-def _run(cfg: CollectConfig, todo: list[int]) -> list[ShardResult]:
-    if not todo:
+def _run(cfg: CollectConfig, work: dict[int, list[envs.TaskSpec]]) -> list[ShardResult]:
+    """Collect the shards of `work` (shard index -> its tasks) in-process or in a pool of workers."""
+    if not work:
         return []
-    workers = min(cfg.workers or os.cpu_count() or 1, len(todo))
-    episodes = sum(min(cfg.tasks_per_shard, cfg.num_tasks - k * cfg.tasks_per_shard) for k in todo) * (cfg.demos_per_task + cfg.videos_per_task)
+    workers = min(cfg.workers or os.cpu_count() or 1, len(work))
+    episodes = sum(map(len, work.values())) * (cfg.demos_per_task + cfg.videos_per_task)
     with tqdm(total=episodes, unit="episode", disable=not cfg.progress, file=sys.stderr, smoothing=0.05) as bar:
         failed = {"demo": 0, "video": 0}
 
@@ -206,16 +211,16 @@ def _run(cfg: CollectConfig, todo: list[int]) -> list[ShardResult]:
                 bar.set_postfix(failed_demos=failed["demo"], failed_videos=failed["video"], refresh=False)
 
         if workers == 1:
-            return [collect_shard(cfg, k, progress) for k in todo]
-        return _run_pool(cfg, todo, workers, progress)
+            return [collect_shard(cfg, k, tasks, progress) for k, tasks in work.items()]
+        return _run_pool(cfg, work, workers, progress)
 
 
-def _run_pool(cfg: CollectConfig, todo: list[int], workers: int, progress: Progress) -> list[ShardResult]:
+def _run_pool(cfg: CollectConfig, work: dict[int, list[envs.TaskSpec]], workers: int, progress: Progress) -> list[ShardResult]:
     """Shards in `workers` spawned processes (no PyBullet or HDF5 state crosses a fork); progress via a queue."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     with ctx.Pool(workers, initializer=_init_worker, initargs=(queue,)) as pool:  # leaving the block terminates workers
-        pending = [pool.apply_async(_pool_shard, (cfg, k)) for k in todo]
+        pending = [pool.apply_async(_pool_shard, (cfg, k, tasks)) for k, tasks in work.items()]
         results = []
         while pending:
             _drain(queue, progress, timeout=0.2)
@@ -245,5 +250,5 @@ def _init_worker(queue: mp.Queue) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it terminates the pool
 
 
-def _pool_shard(cfg: CollectConfig, shard: int) -> ShardResult:
-    return collect_shard(cfg, shard, lambda kind, kept: _worker_queue.put((kind, kept)))
+def _pool_shard(cfg: CollectConfig, shard: int, tasks: list[envs.TaskSpec]) -> ShardResult:
+    return collect_shard(cfg, shard, tasks, lambda kind, kept: _worker_queue.put((kind, kept)))

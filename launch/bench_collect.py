@@ -1,0 +1,102 @@
+"""Benchmark of the collection tool and the reader (not a test): prints the figures recorded in docs/demos.md.
+
+    python -m launch.bench_collect [--family push] [--image-size 64] [--tasks 12] [--out /tmp/bench_collect]
+
+1. raw: one env in this process, for each task one expert episode and one human video (the first seed of each
+   stream), nothing stored: the simulator + renderer ceiling.
+2. oneshot-collect's `collect` with 1 and 2 workers on the same tasks (1 demo + 1 video per task, 2 tasks per shard):
+   task pairs per minute, and simulated episodes per second against raw (failed episodes are retried, so kept
+   pairs can be fewer than simulated ones).
+3. the reader: (video, demo) pairs into uint8 torch tensors on one thread, frames per second (video + demo frames),
+   with the episode cache off (every pair decompressed from HDF5) and on (default size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from demos.collect import collect, make_env, record_demo, record_video
+from demos.config import CollectConfig, EnvConfig
+from demos.seeds import split_tasks, stream_seed
+
+
+def raw_throughput(cfg: CollectConfig) -> tuple[float, float]:
+    """(task pairs per minute, episodes per second) of bare simulation + rendering in one process."""
+    env = make_env(cfg)
+    tasks = split_tasks(cfg.base_seed, cfg.env.family, cfg.split, cfg.num_tasks)
+    start = time.perf_counter()
+    for i, task in enumerate(tasks):
+        record_demo(env, task, stream_seed(cfg.base_seed, cfg.split, i, "demo", 0), 0)
+        record_video(env, stream_seed(cfg.base_seed, cfg.split, i, "video", 0), 0)
+    seconds = time.perf_counter() - start
+    env.close()
+    return 60 * len(tasks) / seconds, 2 * len(tasks) / seconds
+
+
+def collect_throughput(cfg: CollectConfig) -> tuple[float, float, str]:
+    """(kept task pairs per minute, simulated episodes per second, kept fraction) of a whole collect job."""
+    shutil.rmtree(cfg.out, ignore_errors=True)
+    report = collect(cfg)
+    attempts = report.total("attempts", "demo") + report.total("attempts", "video")
+    kept = report.total("kept", "demo") + report.total("kept", "video")
+    tasks = report.total("tasks") - report.total("skipped_tasks")
+    return 60 * tasks / report.seconds, attempts / report.seconds, f"{kept}/{attempts}"
+
+
+def reader_throughput(root: Path, image_size: int, cache_episodes: int, pairs: int) -> float:
+    """Frames per second (video + demo) of random pairs read into uint8 tensors on one thread."""
+    # imported here, not at the top: spawned collect workers import this module, and torch would slow their start
+    import torch
+
+    from demos.reader import PairDataset
+
+    torch.set_num_threads(1)
+    ds = PairDataset(root, "train", image_size=image_size, cache_episodes=cache_episodes)
+    rng = np.random.default_rng(0)
+    order = rng.integers(len(ds), size=pairs)
+    ds[int(order[0])]  # open the files outside the timing
+    start = time.perf_counter()
+    frames = 0
+    for i in order:
+        pair = ds[int(i)]
+        frames += pair.video.shape[0] + pair.images.shape[0]
+    return frames / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", default="push")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--tasks", type=int, default=12)
+    p.add_argument("--tasks-per-shard", type=int, default=2, help="each worker should get several shards")
+    p.add_argument("--out", type=Path, default=Path("/tmp/bench_collect"))
+    args = p.parse_args()
+    base = CollectConfig(env=EnvConfig(family=args.family, image_size=args.image_size), out="", num_tasks=args.tasks,
+                         tasks_per_shard=args.tasks_per_shard, progress=False)
+    print(f"{args.family}, {args.image_size}x{args.image_size}, {args.tasks} tasks, 1 demo + 1 video each; "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    raw_pairs, raw_eps = raw_throughput(base)
+    print(f"raw env + render (1 process):  {raw_pairs:7.1f} task pairs/min  {raw_eps:5.2f} episodes/s")
+    results = {}
+    for workers in (1, 2):
+        cfg = dataclasses.replace(base, workers=workers, out=str(args.out / f"w{workers}"))
+        pairs, eps, kept = collect_throughput(cfg)
+        results[workers] = pairs
+        print(f"collect, {workers} worker{'s' if workers > 1 else ' '}:        {pairs:7.1f} task pairs/min  {eps:5.2f} episodes/s "
+              f"= {100 * eps / raw_eps:3.0f}% of raw (episodes kept {kept})")
+    print(f"speed-up with 2 workers: {results[2] / results[1]:.2f}x")
+    for cache in (0, 64):
+        fps = reader_throughput(args.out / "w1", args.image_size, cache, pairs=400)
+        print(f"reader, 1 thread, cache {cache:2d} episodes: {fps:9.0f} frames/s into uint8 tensors")
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
+
+
+if __name__ == "__main__":
+    main()
