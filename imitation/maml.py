@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
 Params = dict[str, Tensor]
-TASK_BATCHING = ("loop", "vmap")
+TASK_BATCHING = ("auto", "loop", "vmap")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,9 @@ class MetaConfig:
     learn_inner_lr: bool = False  # learn one inner lr per parameter tensor, meta-updated with the rest
     inner_grad_clip: float | None = 10.0  # element-wise clip of inner gradients to [-c, c]; None = no clip
     first_order: bool = False  # treat inner gradients as constants (refused with a learned inner loss)
-    task_batching: str = "loop"  # "loop" over the tasks of a meta-batch, or "vmap"; see launch/bench_meta.py
+    # "loop" over the tasks of a meta-batch, "vmap", or "auto": vmap on CUDA, loop elsewhere (the faster one
+    # measured by launch/bench_meta.py: on CPU the loop, at half the memory; on an H200 vmap, ~3x the loop)
+    task_batching: str = "auto"
     meta_lr: float = 1e-3  # Adam learning rate of the outer update
 
     def __post_init__(self) -> None:
@@ -96,7 +98,8 @@ class MetaLearner(nn.Module):
         self.inner_loss = inner_loss  # registered as a submodule (and meta-learned) when it is an nn.Module
         self.outer_loss = outer_loss
         self.param_names = [name for name, p in model.named_parameters() if p.requires_grad]
-        lrs = torch.full((len(self.param_names),), cfg.inner_lr, dtype=next(model.parameters()).dtype)
+        first = next(model.parameters())
+        lrs = torch.full((len(self.param_names),), cfg.inner_lr, dtype=first.dtype, device=first.device)
         if cfg.learn_inner_lr:
             self.inner_lrs = nn.Parameter(lrs)
         else:
@@ -135,11 +138,19 @@ class MetaLearner(nn.Module):
             stats["inner_loss_pre"] = inner[:, 0].mean().detach()
         return outer.mean(), stats
 
-    def meta_step(self, batch: MetaBatch) -> dict[str, float]:
-        """One Adam update of model, inner-loss weights and inner lrs; returns losses, grad norms, lr stats."""
+    def meta_step(
+        self, batch: MetaBatch, reduce_grads: Callable[[list[Tensor]], None] | None = None
+    ) -> dict[str, float]:
+        """One Adam update of model, inner-loss weights and inner lrs; returns losses, grad norms, lr stats.
+
+        ``reduce_grads`` is for data-parallel training: called between backward and the update with the
+        gradients (same order in every process), it must average them across processes in place.
+        """
         loss, stats = self.meta_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if reduce_grads is not None:
+            reduce_grads([p.grad for p in self.parameters() if p.grad is not None])
         stats |= self._grad_norms()
         _check_finite("meta-gradient norm", stats["grad_norm"])
         self.optimizer.step()
@@ -191,7 +202,10 @@ class MetaLearner(nn.Module):
 
     def _map_tasks(self, fn: Callable[..., tuple[Tensor, ...]], batch: MetaBatch) -> tuple[Tensor, ...]:
         """``fn`` over the tasks, outputs stacked along a new first dimension: with ``vmap`` or a Python loop."""
-        if self.cfg.task_batching == "vmap":
+        batching = self.cfg.task_batching
+        if batching == "auto":
+            batching = "vmap" if self.inner_lrs.device.type == "cuda" else "loop"
+        if batching == "vmap":
             return vmap(fn)(*batch.parts())
         per_task = [fn(*batch.task(i)) for i in range(batch.n_tasks)]
         return tuple(torch.stack(outputs) for outputs in zip(*per_task))
@@ -202,8 +216,11 @@ class MetaLearner(nn.Module):
             groups["inner_loss"] = self.inner_loss.parameters()
         if self.cfg.learn_inner_lr:
             groups["inner_lr"] = [self.inner_lrs]
-        norms = {f"grad_norm_{key}": _norm([p.grad for p in ps if p.grad is not None]) for key, ps in groups.items()}
-        norms["grad_norm"] = _norm(list(norms.values()))
+        zero = self.inner_lrs.new_zeros(())
+        norms = {
+            f"grad_norm_{key}": _norm([p.grad for p in ps if p.grad is not None], zero) for key, ps in groups.items()
+        }
+        norms["grad_norm"] = _norm(list(norms.values()), zero)
         return norms
 
     def _check_first_order(self) -> None:
@@ -216,9 +233,9 @@ class MetaLearner(nn.Module):
                 )
 
 
-def _norm(tensors: list[Tensor]) -> Tensor:
+def _norm(tensors: list[Tensor], zero: Tensor) -> Tensor:
     if not tensors:
-        return torch.zeros(())
+        return zero
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach()) for t in tensors]))
 
 

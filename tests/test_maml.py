@@ -67,7 +67,7 @@ def test_meta_gradient_matches_finite_differences(inner_steps: int) -> None:
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 def test_vmap_matches_loop(dtype: torch.dtype, tol: float) -> None:
-    cfg = MetaConfig(inner_steps=2, learn_inner_lr=True, inner_grad_clip=0.05)
+    cfg = MetaConfig(inner_steps=2, learn_inner_lr=True, inner_grad_clip=0.05, task_batching="loop")
     loop, batch = tiny_learner(cfg, dtype)
     vmapped = MetaLearner(loop.model, loop.inner_loss, loop.outer_loss, replace(cfg, task_batching="vmap"))
     vmapped.inner_lrs = loop.inner_lrs

@@ -1,0 +1,176 @@
+"""Benchmark of the meta-learner on the default 64x64 policy: forward-only vs meta-steps, loop vs vmap, vs higher.
+
+    python -m launch.bench_meta                  # CPU, 2 threads, 4 tasks, 50-frame video + 50-frame demo
+    python -m launch.bench_meta --device cuda    # same on a GPU, also reports tasks/s
+
+Times are the minimum over --repeats runs after a warm-up (all variants in one process, so ratios are
+comparable). Peak memory: CUDA max_memory_allocated in-process; on CPU each variant runs again in a fresh
+subprocess and reports the growth of its peak resident set (VmHWM) over one meta-step. ``higher`` is a benchmark-only dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from typing import Callable
+
+import torch
+
+from imitation.bc import build_imitation_learner, imitation_batch
+from imitation.maml import MetaBatch, MetaConfig, MetaLearner
+from imitation.policy import GPU_POLICY, PolicyConfig
+
+VARIANTS = ("second_order_loop", "second_order_vmap", "first_order_loop", "first_order_vmap", "higher_loop")
+
+
+def make_batch(learner: MetaLearner, tasks: int, frames: int, device: str, generator: torch.Generator) -> MetaBatch:
+    h, w = learner.model.cfg.image_size
+    images = lambda: torch.randint(0, 256, (tasks, frames, h, w, 3), dtype=torch.uint8, generator=generator)  # noqa: E731
+    states = torch.randn(tasks, frames, 11, generator=generator)
+    actions = torch.rand(tasks, frames, 4, generator=generator) * 2 - 1
+    return imitation_batch(learner.model, images(), images(), states, actions).to(device)
+
+
+def variant_learner(base: MetaLearner, variant: str) -> MetaLearner:
+    """A learner sharing ``base``'s model and loss; first order runs with the learned loss frozen."""
+    first_order = variant.startswith("first_order")
+    base.inner_loss.requires_grad_(not first_order)
+    cfg = replace(base.cfg, first_order=first_order, task_batching=variant.rsplit("_", 1)[1])
+    return MetaLearner(base.model, base.inner_loss, base.outer_loss, cfg)
+
+
+def higher_step(base: MetaLearner) -> Callable[[MetaBatch], None]:
+    """The same second-order meta-step (SGD inner step with element-wise clip, Adam outer) written with higher."""
+    import higher
+
+    base.inner_loss.requires_grad_(True)
+    meta_opt = torch.optim.Adam(list(base.model.parameters()) + list(base.inner_loss.parameters()), base.cfg.meta_lr)
+    inner_opt = torch.optim.SGD(base.model.parameters(), lr=base.cfg.inner_lr)
+    clip = base.cfg.inner_grad_clip
+
+    def clipped(grads: list) -> list:
+        return [g if g is None else g.clamp(-clip, clip) for g in grads]
+
+    def step(batch: MetaBatch) -> None:
+        meta_opt.zero_grad()
+        for i in range(batch.n_tasks):
+            support_inputs, _, query_inputs, query_targets = batch.task(i)
+            with higher.innerloop_ctx(base.model, inner_opt, copy_initial_weights=False) as (fmodel, diffopt):
+                for _ in range(base.cfg.inner_steps):
+                    diffopt.step(base.inner_loss(fmodel(*support_inputs)), grad_callback=clipped)
+                (base.outer_loss(fmodel(*query_inputs), *query_targets) / batch.n_tasks).backward()
+        meta_opt.step()
+
+    return step
+
+
+def step_fn(base: MetaLearner, variant: str) -> Callable[[MetaBatch], object]:
+    return higher_step(base) if variant == "higher_loop" else variant_learner(base, variant).meta_step
+
+
+def min_time(fn: Callable[[], object], repeats: int, device: str) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def setup(args: argparse.Namespace) -> tuple[MetaLearner, MetaBatch]:
+    torch.set_num_threads(args.threads)
+    generator = torch.Generator().manual_seed(0)
+    policy_cfg = GPU_POLICY if args.policy == "gpu" else PolicyConfig()
+    learner = build_imitation_learner(policy_cfg, meta_cfg=MetaConfig(), generator=generator).to(args.device)
+    return learner, make_batch(learner, args.tasks, args.frames, args.device, generator)
+
+
+def peak_memory_mib(args: argparse.Namespace, variant: str) -> float:
+    """Peak memory of one meta-step of ``variant``: CUDA allocator peak, or maxrss growth in a fresh process."""
+    if args.device == "cuda":
+        base, batch = setup(args)
+        step = step_fn(base, variant)
+        step(batch)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step(batch)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    cmd = [sys.executable, "-m", "launch.bench_meta", "--memory-of", variant, "--threads", str(args.threads)]
+    cmd += ["--tasks", str(args.tasks), "--frames", str(args.frames), "--policy", args.policy]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)["peak_mib"]
+
+
+def peak_rss_mib() -> float:
+    """VmHWM, the peak resident set of this process (unlike ru_maxrss, not inherited across exec)."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def rss_growth_of_one_step(args: argparse.Namespace) -> None:
+    base, batch = setup(args)
+    step = step_fn(base, args.memory_of)
+    before = peak_rss_mib()
+    step(batch)
+    print(json.dumps({"peak_mib": peak_rss_mib() - before}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--tasks", type=int, default=4, help="tasks per meta-batch")
+    parser.add_argument("--frames", type=int, default=50, help="frames per video and per demo")
+    parser.add_argument("--policy", default="default", choices=("default", "gpu"), help="PolicyConfig or GPU_POLICY")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_of:
+        return rss_growth_of_one_step(args)
+
+    base, batch = setup(args)
+    n_params = sum(p.numel() for p in base.model.parameters())
+    print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} policy={n_params} params")
+    h, w = base.model.cfg.image_size
+    print(f"batch: {args.tasks} tasks x ({args.frames}-frame video + {args.frames}-frame demo), {h}x{w} uint8")
+
+    def forward() -> None:
+        base.model(*batch.support_inputs)
+        base.model(*batch.query_inputs)
+
+    with torch.no_grad():
+        fwd = min_time(forward, args.repeats, args.device)
+    fwd_grad = min_time(forward, args.repeats, args.device)
+    print(f"forward only (video + demo, no_grad): {fwd:.4f} s   with autograd recording: {fwd_grad:.4f} s")
+    times = {}
+    for variant in VARIANTS:
+        step = step_fn(base, variant)
+        times[variant] = min_time(lambda: step(batch), args.repeats, args.device)
+    print(f"{'variant':<20}{'s/step':>9}{'steps/s':>9}{'tasks/s':>9}{'x fwd':>7}{'peak MiB':>10}")
+    for variant, seconds in times.items():
+        memory = "-" if args.no_memory else f"{peak_memory_mib(args, variant):.0f}"
+        print(
+            f"{variant:<20}{seconds:>9.4f}{1 / seconds:>9.2f}{args.tasks / seconds:>9.1f}"
+            f"{seconds / fwd:>7.2f}{memory:>10}"
+        )
+    best = min(("loop", "vmap"), key=lambda b: times[f"second_order_{b}"])
+    print(f"second order, fastest task batching on {args.device}: {best} (MetaConfig task_batching='auto' picks "
+          f"{'vmap' if args.device == 'cuda' else 'loop'})")
+    print(f"second-order loop / forward-only: {times['second_order_loop'] / fwd:.2f}x (target <= 3.5x)")
+    print(f"meta-steps/s vs higher (loop): {times['higher_loop'] / times['second_order_loop']:.2f}x (target >= 1.2x)")
+
+
+if __name__ == "__main__":
+    main()
