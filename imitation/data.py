@@ -1,0 +1,125 @@
+"""Meta-batches for training: a pure function of (seed, step), loaded by DataLoader workers, moved to the device ahead.
+
+The meta-batch of step ``s`` is drawn with ``numpy.random.default_rng([seed, TRAIN_STREAM, s])``, so a resumed run
+sees exactly the batches an uninterrupted run would, and a data-parallel run sees the same global batch as one
+process: each rank loads only its share (a contiguous slice of the batch's tasks). Frames stay uint8 on the host
+(4x less to copy than float32); the policy converts them on the device.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from demos.reader import Pair, PairDataset, collate, sample_batch
+from imitation.bc import imitation_batch
+from imitation.maml import MetaBatch
+from imitation.policy import Policy
+
+TRAIN_STREAM = 0  # second seed word of the training batches
+VAL_STREAM = 1  # second seed word of the (fixed) validation batches
+
+
+@dataclass
+class LoaderConfig:
+    """How meta-batches are read. Group `loader` (`data=` is the dataset path, so the group cannot be called data)."""
+
+    frame_stride: int = 1  # keep every k-th frame of each demo and (resampled) video: k times fewer frames per pass
+    workers: int = 1  # DataLoader worker processes (0 = read in the training process)
+    prefetch: int = 2  # meta-batches each worker prepares ahead
+    train_split: str = "train"  # split the meta-batches are drawn from
+    val_split: str = "val"  # split the validation meta-loss is measured on
+
+    def __post_init__(self) -> None:
+        if self.frame_stride < 1:
+            raise ValueError(f"loader.frame_stride must be >= 1, got {self.frame_stride}")
+
+
+def strided_length(length: int, stride: int) -> int:
+    """Frames left of a ``length``-frame episode when every ``stride``-th frame is kept (the first one included)."""
+    return -(-length // stride)
+
+
+def batch_indices(dataset: PairDataset, seed: int, stream: int, index: int, num_tasks: int) -> list[int]:
+    """Dataset indices of meta-batch ``index`` of a stream: distinct tasks, one (video, demo) pair of each."""
+    rng = np.random.default_rng([seed, stream, index])
+    return sample_batch(rng, len(dataset.tasks), dataset.num_videos * dataset.num_demos, num_tasks)
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """This rank's share of the training meta-batches of steps ``start, start + 1, ..., stop - 1``."""
+
+    def __init__(self, dataset: PairDataset, num_tasks: int, seed: int, start: int, stop: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if num_tasks % world_size:
+            raise ValueError(f"meta_batch={num_tasks} does not split evenly over {world_size} processes")
+        self.dataset, self.num_tasks, self.seed = dataset, num_tasks, seed
+        self.start, self.stop = start, stop
+        share = num_tasks // world_size
+        self.slice = slice(rank * share, (rank + 1) * share)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            yield batch_indices(self.dataset, self.seed, TRAIN_STREAM, step, self.num_tasks)[self.slice]
+
+
+def collate_strided(pairs: list[Pair], stride: int) -> Pair:
+    """Stack pairs into a meta-batch, keeping every ``stride``-th frame (runs in the DataLoader workers)."""
+    batch = collate(pairs)
+    if stride == 1:
+        return batch
+    return batch._replace(**{name: getattr(batch, name)[:, ::stride].contiguous()
+                             for name in ("video", "images", "states", "actions")})
+
+
+def make_loader(dataset: PairDataset, sampler: Sampler[list[int]], cfg: LoaderConfig, pin_memory: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=functools.partial(collate_strided, stride=cfg.frame_stride),
+        num_workers=cfg.workers,
+        prefetch_factor=cfg.prefetch if cfg.workers else None,
+        persistent_workers=False,
+        pin_memory=pin_memory,
+    )
+
+
+def to_meta_batch(policy: Policy, pair: Pair, device: torch.device) -> MetaBatch:
+    """The MetaBatch of a (host) meta-batch, on ``device``; frames stay uint8 until the policy converts them."""
+    on = [t.to(device, non_blocking=True) for t in (pair.video, pair.images, pair.states, pair.actions)]
+    return imitation_batch(policy, *on)
+
+
+class DevicePrefetcher:
+    """Yields (host pair, device MetaBatch), starting the copy of the next batch before the current one is used.
+
+    With pinned host memory and a CUDA device the copy overlaps the meta-step; on a CPU it is a plain pass-through.
+    """
+
+    def __init__(self, loader: DataLoader, policy: Policy, device: torch.device) -> None:
+        self.pairs, self.policy, self.device = iter(loader), policy, device
+
+    def __iter__(self) -> Iterator[tuple[Pair, MetaBatch]]:
+        upcoming = self._next()
+        while upcoming is not None:
+            current, upcoming = upcoming, self._next()
+            yield current
+
+    def _next(self) -> tuple[Pair, MetaBatch] | None:
+        pair = next(self.pairs, None)
+        return None if pair is None else (pair, to_meta_batch(self.policy, pair, self.device))
+
+
+def validation_batches(dataset: PairDataset, seed: int, count: int, num_tasks: int, stride: int) -> list[Pair]:
+    """The fixed validation meta-batches (the same at every evaluation, so the curve compares like with like)."""
+    num_tasks = min(num_tasks, len(dataset.tasks))
+    return [collate_strided([dataset[i] for i in batch_indices(dataset, seed, VAL_STREAM, k, num_tasks)], stride)
+            for k in range(count)]
