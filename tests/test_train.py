@@ -1,0 +1,218 @@
+"""oneshot-train: the real command on a tiny real dataset, exact resume, checkpoints, and bad input.
+
+One dataset per pytest run (reach, 32 px, 4 train + 2 val tasks, 2 demos + 2 videos each), made with the real
+oneshot-collect under a file lock so pytest-xdist workers share it. The model is tiny and every pass sees every
+4th frame (10 of 40), so a meta-step takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from filelock import FileLock
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from demos.format import DatasetError, sha256_file
+from imitation.checkpoint import load_checkpoint, read_checkpoint
+from imitation.maml import MetaLearner
+from imitation.policy import GPU_POLICY, PolicyConfig
+from imitation.train import NonFiniteTrainingError, TrainConfig, TrainingError, train
+from imitation.tracking import frame_strip
+from launch.train import CONF_DIR, run_id
+
+BIN = Path(sys.executable).parent
+TINY = ("policy.image_size=[32,32]", "policy.conv_filters=[4,8]", "policy.conv_strides=[2,2]", "policy.conv_kernel=3",
+        "policy.fc_sizes=[16,16]", "policy.bias_transform_dim=2", "adaptation_loss.channels=4",
+        "adaptation_loss.kernel_size=3", "adaptation_loss.outputs=2", "loader.frame_stride=4", "meta_batch=2",
+        "logger=none", "progress=false", "threads=1")
+COLLECT = ("env=reach", "env.image_size=32", "base_seed=3", "demos_per_task=2", "videos_per_task=2", "progress=false",
+           "workers=2")
+
+
+def make_dataset(out: Path) -> Path:
+    for split, tasks in (("train", 4), ("val", 2)):
+        result = subprocess.run([str(BIN / "oneshot-collect"), *COLLECT, f"split={split}", f"num_tasks={tasks}", f"out={out}"],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared tiny dataset (read only: copy it to damage it)."""
+    base = tmp_path_factory.getbasetemp()
+    run_dir = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist workers share the parent
+    out = run_dir / "train-reference" / "reach"
+    with FileLock(str(run_dir / "train-reference.lock")):
+        if not (out / "manifest.json").exists():
+            make_dataset(out)
+    return out
+
+
+def config(data: Path, run_dir: Path, *overrides: str) -> TrainConfig:
+    """The config `oneshot-train` would build from these overrides (the real conf/ tree), for an in-process run."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"data={data}", f"run_dir={run_dir}", "loader.workers=0", *TINY, *overrides])
+    return OmegaConf.to_object(cfg)
+
+
+def parameters(learner: MetaLearner) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in learner.state_dict().items()}
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ----- config ----------------------------------------------------------------------------------------------------
+
+def test_config_groups() -> None:
+    """Defaults are the CPU settings; policy=gpu is GPU_POLICY; every group option composes."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        default = OmegaConf.to_object(compose("train", overrides=["data=x", "run_dir=y"]))
+        gpu = OmegaConf.to_object(compose("train", overrides=["data=x", "run_dir=y", "policy=gpu", "meta_batch=16",
+                                                              "device=cuda", "bf16=true", "loader=gpu", "meta=learned_lr"]))
+    assert default.meta_batch == 4 and default.device == "auto" and default.logger.kind == "wandb"
+    assert PolicyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(default.policy).items()}) == PolicyConfig()
+    assert PolicyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(gpu.policy).items()}) == GPU_POLICY
+    assert gpu.meta.learn_inner_lr and gpu.loader.workers == 4 and gpu.meta_batch == 16
+
+
+def test_run_ids_unique_within_a_second() -> None:
+    assert len({run_id("") for _ in range(50)}) == 50
+    assert run_id("exp1") == "exp1"
+
+
+def test_frame_strip() -> None:
+    video, demo = np.zeros((10, 4, 6, 3), np.uint8), np.ones((7, 4, 6, 3), np.uint8)
+    strip = frame_strip(video, demo, 5)
+    assert strip.shape == (8, 30, 3) and strip[:4].max() == 0 and strip[4:].min() == 1
+
+
+# ----- the real command ----------------------------------------------------------------------------------------------
+
+def test_command_trains_and_records(train_data: Path, tmp_path: Path) -> None:
+    """oneshot-train meta-trains (the training loss drops), validates, and leaves a self-describing run folder."""
+    result = subprocess.run(
+        [str(BIN / "oneshot-train"), f"data={train_data}", f"out={tmp_path}", "run_name=r", *TINY, "steps=20",
+         "log_every=5", "val_every=10", "ckpt_every=10", "meta.meta_lr=0.01", "loader.workers=1"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "r"
+    metrics = read_metrics(run_dir)
+    losses = [m["train/outer_loss"] for m in metrics]
+    assert len(losses) == 4 and losses[-1] < 0.6 * losses[0], losses
+    val = [m for m in metrics if "val/outer_loss_post" in m]
+    assert [m["step"] for m in val] == [10, 20] and all(np.isfinite(m["val/outer_loss_pre"]) for m in val)
+    assert all(m["train/meta_steps_per_s"] > 0 and m["train/tasks_per_s"] > 0 for m in metrics)
+    assert OmegaConf.load(run_dir / "config.yaml").run_dir == str(run_dir)
+    assert json.loads((run_dir / "run.json").read_text())["starts"][0]["code"]["git"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.pt", "step-0000010.pt", "step-0000020.pt"]
+    learner, info, _ = load_checkpoint(run_dir / "checkpoints")
+    assert info.step == 20 and info.episode_length == 10
+    assert info.env == {"family": "reach", "image_size": 32, "robot_visuals": "lowpoly", "renderer": "tiny"}
+    assert info.dataset["manifest_sha256"] == sha256_file(train_data / "manifest.json")
+    assert info.model.policy.fc_sizes == (16, 16)
+
+
+def test_command_refuses_bad_input(train_data: Path, tmp_path: Path) -> None:
+    result = subprocess.run([str(BIN / "oneshot-train"), f"data={train_data}", f"out={tmp_path}", "logger=none"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "32x32 images but policy.image_size=[64, 64]" in result.stderr and "policy.image_size=[32,32]" in result.stderr
+
+
+# ----- resume ----------------------------------------------------------------------------------------------------
+
+def test_resume_is_exact(train_data: Path, tmp_path: Path) -> None:
+    """2 steps + resume to 5 gives the same weights and optimizer state as 5 steps straight."""
+    whole = train(config(train_data, tmp_path / "whole", "steps=5", "val_every=2"))
+    train(config(train_data, tmp_path / "split", "steps=2", "val_every=2"))
+    resumed = train(config(train_data, tmp_path / "split", "steps=5", "val_every=2", "resume=true"))
+    assert resumed.step == 5
+    a, _, pa = load_checkpoint(whole.checkpoint)
+    b, _, pb = load_checkpoint(resumed.checkpoint)
+    for key, value in parameters(a).items():
+        assert torch.equal(value, parameters(b)[key]), key
+    assert pa["optimizer"]["state"][0]["step"] == pb["optimizer"]["state"][0]["step"] == 5
+    assert [m["step"] for m in read_metrics(tmp_path / "split")] == [2, 4, 5]
+    assert len(json.loads((tmp_path / "split" / "run.json").read_text())["starts"]) == 2
+
+
+def test_resume_refusals(train_data: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(config(train_data, run_dir, "steps=1", "resume=true"))
+    train(config(train_data, run_dir, "steps=1", "val_every=0"))
+    with pytest.raises(TrainingError, match="already has checkpoints"):
+        train(config(train_data, run_dir, "steps=2"))
+    with pytest.raises(TrainingError, match=r"policy\.fc_sizes: checkpoint \[16, 16\], now \[16, 8\]"):
+        train(config(train_data, run_dir, "steps=2", "resume=true", "policy.fc_sizes=[16,8]"))
+    with pytest.raises(TrainingError, match="seed: checkpoint 0, now 1"):
+        train(config(train_data, run_dir, "steps=2", "resume=true", "seed=1"))
+
+
+# ----- bad input ---------------------------------------------------------------------------------------------------
+
+def test_bad_inputs(train_data: Path, tmp_path: Path) -> None:
+    def refused(*overrides: str, data: Path = train_data) -> str:
+        with pytest.raises((TrainingError, DatasetError)) as e:
+            train(config(data, tmp_path / "run", "steps=1", *overrides))
+        return str(e.value)
+
+    assert "policy.action_dim=4" in refused("policy.action_dim=3")
+    assert "meta_batch=5" in refused("meta_batch=5")
+    assert "no 'test' split" in refused("loader.val_split=test")
+    assert "no split 'test'" in refused("loader.train_split=test", "val_every=0")
+    assert "bf16=true is a GPU option" in refused("bf16=true", "device=cpu")
+    empty = Path(shutil.copytree(train_data, tmp_path / "empty"))
+    manifest = json.loads((empty / "manifest.json").read_text())
+    manifest["splits"]["train"]["tasks"] = []
+    (empty / "manifest.json").write_text(json.dumps(manifest))
+    assert "split 'train' has no tasks" in refused(data=empty)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(train_data: Path, tmp_path: Path) -> None:
+    """NaN actions in the data: the run stops with a clear message and the last good checkpoint is untouched."""
+    data = Path(shutil.copytree(train_data, tmp_path / "data"))
+    run_dir = tmp_path / "run"
+    train(config(data, run_dir, "steps=2", "val_every=0"))
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    for shard in sorted((data / "train").glob("*.h5")):
+        with h5py.File(shard, "r+") as f:
+            f.visit(lambda name: f[name].__setitem__(Ellipsis, np.nan) if name.endswith("actions") else None)
+    with pytest.raises(NonFiniteTrainingError, match=r"(?s)stopped at step 3: outer loss .* not finite.*last good checkpoint"):
+        train(config(data, run_dir, "steps=4", "val_every=0", "resume=true"))
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
+    assert read_checkpoint(run_dir / "checkpoints")["step"] == 2
+
+
+def test_out_of_memory_names_the_settings(train_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def oom(*args: object, **kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(MetaLearner, "meta_step", oom)
+    with pytest.raises(TrainingError, match="out of GPU memory at step 1 with 2 tasks per process") as e:
+        train(config(train_data, tmp_path / "run", "steps=1"))
+    assert all(s in str(e.value) for s in ("Lower meta_batch", "loader.frame_stride", "policy=cpu"))
+
+
+def test_wandb_offline_in_run_folder(train_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wandb logger writes an offline run (scalars and a frame strip) inside the run folder."""
+    for var in ("WANDB_MODE", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, "unused")
+    run_dir = tmp_path / "run"
+    train(config(train_data, run_dir, "steps=2", "log_every=1", "val_every=2", "logger=wandb", "logger.strip_every=2"))
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert list(runs[0].rglob("media/images/train/video_and_demo_*.png"))
