@@ -108,7 +108,7 @@ class MetaLearner(nn.Module):
         self.optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=cfg.meta_lr)
 
     def params(self) -> Params:
-        """The adapted (meta-learned) parameters of the model, by name."""
+        """The model parameters that the inner loop adapts (the meta-learned initialisation), by name."""
         named = dict(self.model.named_parameters())
         return {name: named[name] for name in self.param_names}
 
