@@ -10,7 +10,6 @@ from imitation.adaptation_loss import AdaptationLossConfig
 from imitation.bc import BCLossConfig, build_imitation_learner, imitation_batch
 from imitation.maml import MetaBatch, MetaConfig, MetaLearner, NonFiniteLossError
 from imitation.policy import PolicyConfig
-from test_policy import one_thread  # noqa: F401  (autouse fixture: one torch thread)
 
 TINY_POLICY = PolicyConfig(
     image_size=(8, 8), conv_filters=(3, 4), conv_kernel=3, conv_strides=(2, 2), fc_sizes=(6, 5), bias_transform_dim=2

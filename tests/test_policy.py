@@ -9,15 +9,6 @@ from imitation.layers import init_parameters
 from imitation.policy import GPU_POLICY, Policy, PolicyConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops are dominated by OpenMP hand-offs when the 2 cores are shared (pytest -n 2): use one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def frames(*lead: int, size: tuple[int, int] = (64, 64), seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (*lead, *size, 3), dtype=torch.uint8, generator=g)

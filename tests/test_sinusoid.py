@@ -1,7 +1,6 @@
 """The meta-learner is model-agnostic: MAML's sinusoid regression with an MLP, in a short run."""
 
 from imitation.sinusoid import SinusoidConfig, run
-from test_policy import one_thread  # noqa: F401  (autouse fixture: one torch thread)
 
 # 1200 meta-iterations instead of 70k, with a 10x meta-lr to get there: pre/post ratios 5.1-5.9 over seeds
 # 0-2 when tuned (launch/sinusoid.py runs the full experiment).
