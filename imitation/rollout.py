@@ -28,6 +28,7 @@ import envs
 from demos.export import enlarge, find_task
 from demos.format import read_manifest
 from demos.shards import open_shard, read_episode, resample_indices
+from envs.tasks import FAMILY_CLASSES
 from imitation.bc import BehaviourCloningLoss
 from imitation.checkpoint import CheckpointInfo, load_checkpoint
 from imitation.maml import MetaLearner, Params
@@ -88,6 +89,13 @@ class Rollout:
         self.info = info
         self.inner_steps = learner.cfg.inner_steps if inner_steps is None else inner_steps
         self.min_video_fraction = min_video_fraction
+        # Training resampled each video to the demo length (the family's episode length) and then kept every
+        # frame_stride-th frame of video and demo; adaptation does the same.
+        self.demo_length = FAMILY_CLASSES[info.env["family"]].max_steps
+        self.frame_stride = int(info.train_config.get("loader", {}).get("frame_stride", 1))
+        if -(-self.demo_length // self.frame_stride) != info.episode_length:
+            raise ValueError(f"checkpoint: episode_length {info.episode_length} is not the {info.env['family']} demo length "
+                             f"{self.demo_length} with frame stride {self.frame_stride}")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, inner_steps: int | None = None) -> "Rollout":
@@ -104,15 +112,15 @@ class Rollout:
 
     @property
     def episode_length(self) -> int:
-        """Frames per video in meta-training: every adaptation video is resampled to it."""
+        """Frames per video in meta-training: every adaptation video is brought to it."""
         return self.info.episode_length
 
     # ----- adaptation -----------------------------------------------------------------------------------
     def prepare(self, video: np.ndarray | str | Path) -> np.ndarray:
         """A video file or uint8 frames (T, H, W, 3) -> (episode_length, *image_size, 3), as trained (VideoError)."""
-        if isinstance(video, (str, Path)):
-            return prepare_video(read_video(video), self.image_size, self.episode_length, self.min_video_fraction, str(video))
-        return prepare_video(video, self.image_size, self.episode_length, self.min_video_fraction)
+        name = str(video) if isinstance(video, (str, Path)) else "video"
+        frames = read_video(video) if isinstance(video, (str, Path)) else video
+        return prepare_video(frames, self.image_size, self.demo_length, self.frame_stride, self.min_video_fraction, name)
 
     def adapt(self, video: np.ndarray | str | Path, inner_steps: int | None = None) -> Params:
         """Parameters adapted by the learned loss on the video alone (no actions, no robot state)."""
@@ -121,10 +129,11 @@ class Rollout:
 
     def adapt_on_demo(self, images: np.ndarray, states: np.ndarray, actions: np.ndarray, inner_steps: int | None = None) -> Params:
         """The MIL setting: the same inner update, on the behaviour-cloning loss of one robot demo with actions."""
-        images = fit_frames(np.asarray(images, dtype=np.uint8), self.image_size)
-        inputs = (torch.from_numpy(images), torch.as_tensor(states, dtype=torch.float32))
+        k = self.frame_stride
+        images = fit_frames(np.asarray(images[::k], dtype=np.uint8), self.image_size)
+        inputs = (torch.from_numpy(images), torch.as_tensor(states[::k], dtype=torch.float32))
         bc_loss = BehaviourCloningLoss(self.info.model.bc)
-        return self._adapter(bc_loss, inner_steps).adapt(inputs, (torch.as_tensor(actions, dtype=torch.float32),))
+        return self._adapter(bc_loss, inner_steps).adapt(inputs, (torch.as_tensor(actions[::k], dtype=torch.float32),))
 
     def initial_params(self) -> Params:
         """The meta-learned parameters themselves (no adaptation)."""

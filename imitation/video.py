@@ -73,11 +73,12 @@ def fit_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                      for f in frames])
 
 
-def prepare_video(frames: np.ndarray, size: tuple[int, int], length: int,
+def prepare_video(frames: np.ndarray, size: tuple[int, int], length: int, stride: int = 1,
                   min_fraction: float = MIN_LENGTH_FRACTION, name: str = "video") -> np.ndarray:
-    """uint8 RGB frames (T, H, W, 3) -> (length, *size, 3): checked, cropped, resized, resampled in time.
+    """uint8 RGB frames (T, H, W, 3) -> (ceil(length / stride), *size, 3): checked, cropped, resized, resampled.
 
-    `name` says where the frames came from, for the error messages.
+    As in training: resampled to the demo length `length`, then every `stride`-th frame kept (the training
+    loader's frame_stride). `name` says where the frames came from, for the error messages.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -90,4 +91,4 @@ def prepare_video(frames: np.ndarray, size: tuple[int, int], length: int,
     if len(frames) < needed:
         raise VideoError(f"{name}: the video has {len(frames)} frames, far too short: the model was trained on {length}-frame "
                          f"videos and needs at least {needed}")
-    return fit_frames(frames[resample_indices(len(frames), length)], size)
+    return fit_frames(frames[resample_indices(len(frames), length)[::stride]], size)

@@ -1,0 +1,80 @@
+"""`oneshot-eval` on a tiny untrained checkpoint: results, table, plot and videos; same seeds, same table; the seed rule."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import pytest
+
+from demos.seeds import MAX_BASE_SEED, MAX_TASKS, stream_seed
+from imitation.eval_report import wilson_interval
+from imitation.tracking import LoggerConfig
+from imitation.evaluate import EVAL_FLAG, METHODS, EvalConfig, Variant, check_config, eval_seed, run_evaluation, variants
+from test_rollout import tiny_checkpoint  # noqa: F401 (a fixture)
+
+BIN = Path(sys.executable).parent
+SMALL = ("num_tasks=2", "trials=2", "logger=none", "progress=false")
+
+
+def test_evaluation_seeds_never_meet_collection_seeds() -> None:
+    highest_collection = stream_seed(MAX_BASE_SEED, "test_ood", MAX_TASKS - 1, "video", (1 << 20) - 1)
+    assert highest_collection < 1 << 61 < EVAL_FLAG <= eval_seed(0, 0, "task", 0)
+    keys = [(s, t, k, a) for s in (0, 1) for t in (0, 5) for k in ("task", "video", "demo", "trial") for a in (0, 1)]
+    assert len({eval_seed(*key) for key in keys}) == len(keys)
+    with pytest.raises(ValueError, match="evaluation seed must be in"):
+        eval_seed(1 << 20, 0, "task", 0)
+
+
+def test_wilson_interval() -> None:
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    assert wilson_interval(0, 4)[0] == 0.0 and wilson_interval(4, 4)[1] == 1.0 and wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_variants_cover_checkpoints_methods_and_test_time_steps() -> None:
+    cfg = EvalConfig(checkpoints={"daml": "a.pt", "linear": "b.pt"}, inner_steps=[1, 5], out="x")
+    labels = [(v.checkpoint, v.label) for v in variants(cfg)]
+    assert labels[:5] == [("daml", "daml@1"), ("daml", "daml@5"), ("daml", "none"), ("daml", "robot_demo@1"), ("daml", "robot_demo@5")]
+    assert labels[5:10] == [("linear", v) for v in ("daml@1", "daml@5", "none", "robot_demo@1", "robot_demo@5")]
+    assert labels[10:] == [("-", "random"), ("-", "expert")] and Variant("m", "none").label == "none"
+    with pytest.raises(ValueError, match="methods must be among"):
+        check_config(replace(cfg, methods=["daml", "mil"]))
+    with pytest.raises(ValueError, match="give checkpoint=<path> or checkpoints="):
+        check_config(EvalConfig(out="x"))
+
+
+def test_evaluation_command_writes_results_and_the_same_seeds_give_the_same_table(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = subprocess.run([str(BIN / "oneshot-eval"), f"checkpoint={tiny_checkpoint}", "workers=2", f"out={out}", *SMALL],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert [(r["checkpoint"], r["method"], r["n"]) for r in doc["summary"]] == [
+        ("model", "daml", 4), ("model", "none", 4), ("model", "robot_demo", 4), ("-", "random", 4), ("-", "expert", 4)]
+    episodes = doc["episodes"]
+    assert len(episodes) == 2 * 2 * len(METHODS) and not doc["skipped_tasks"]
+    assert {e["task"]["split"] for e in episodes} == {"test"} and all(e["seed"] >= EVAL_FLAG for e in episodes)
+    assert all(e["steps"] == 40 and isinstance(e["success"], bool) and e["video"]["source"] == "rendered" for e in episodes)
+    assert {e["demo"]["source"] for e in episodes if e["method"] == "robot_demo"} == {"recorded"}
+    # every method met the same tasks in the same arrangements
+    assert len({tuple(sorted((e["task_id"], e["seed"]) for e in episodes if e["method"] == m)) for m in METHODS}) == 1
+    assert next(r for r in doc["summary"] if r["method"] == "expert")["successes"] == 4
+    table = (out / "summary.md").read_text()
+    assert "| model | daml |" in table and "Wilson" in table and table in result.stdout
+    assert cv2.imread(str(out / "success.png")) is not None and (out / "hydra" / "config.yaml").exists()
+    videos = [e["rollout_video"] for e in episodes if e["rollout_video"]]
+    assert len(videos) == len(METHODS) and all((out / v).stat().st_size > 0 for v in videos)
+    # the same seeds in this process, with one worker and two of the methods: the same episodes and the same table rows
+    # (each method's episodes depend on the seeds only, not on the other methods of the job)
+    again = run_evaluation(EvalConfig(checkpoint=str(tiny_checkpoint), methods=["daml", "random"], num_tasks=2, trials=2, workers=1,
+                                      out=str(tmp_path / "again"), progress=False, logger=LoggerConfig(kind="none")))
+    assert again.episodes == [e for e in episodes if e["method"] in ("daml", "random")]
+    assert [r for r in again.markdown.splitlines() if r.startswith("| ")] == [r for r in table.splitlines() if "| daml |" in r or "random" in r
+                                                                             or r.startswith("| checkpoint")]
+    with pytest.raises(FileExistsError, match="choose a new out folder"):
+        run_evaluation(EvalConfig(checkpoint=str(tiny_checkpoint), out=str(out), logger=LoggerConfig(kind="none")))

@@ -1,0 +1,168 @@
+"""Test-time adaptation from a video (array, dataset entry or file) and closed-loop deployment, on a tiny untrained checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+import envs
+from demos.shards import resample_indices
+from demos.testing import reference  # noqa: F401 (a fixture)
+from imitation.adaptation_loss import AdaptationLossConfig
+from imitation.checkpoint import CheckpointInfo, ModelSpec, build_learner, save_checkpoint
+from imitation.policy import PolicyConfig
+from imitation.rollout import Rollout, expert_actor, load_dataset_task, run_episode, side_by_side
+from imitation.video import VideoError, read_video
+from launch.rollout import RolloutConfig, rollout
+from test_policy import one_thread  # noqa: F401  (autouse fixture: one torch thread)
+
+TINY_SPEC = ModelSpec(
+    policy=PolicyConfig(image_size=(32, 32), conv_filters=(8, 8), conv_strides=(2, 2), fc_sizes=(32, 32), bias_transform_dim=4),
+    adaptation_loss=AdaptationLossConfig(channels=8, kernel_size=3),
+)
+TINY_ENV = {"family": "reach", "image_size": 32, "robot_visuals": "lowpoly", "renderer": "tiny"}
+EPISODE_LENGTH = 40  # reach
+
+
+def write_tiny_checkpoint(path: Path) -> Path:
+    """An untrained reach checkpoint at 32 px: what a training run would save, without the training."""
+    info = CheckpointInfo(step=0, model=TINY_SPEC, env=TINY_ENV, episode_length=EPISODE_LENGTH, dataset={}, train_config={})
+    return save_checkpoint(path, build_learner(TINY_SPEC, seed=0), info)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint: Path) -> Rollout:
+    return Rollout.from_checkpoint(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def scene(model: Rollout):
+    """A test-split task, a human video of it, and the env (closed at the end)."""
+    env = model.make_env("test")
+    task = envs.sample_task(np.random.default_rng(0), "reach", "test")
+    env.reset(seed=1, options={"task": task})
+    frames, info = env.unwrapped.render_human_video(seed=2)
+    assert info["task_achieved"]
+    yield task, frames, env
+    env.close()
+
+
+def max_change(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_adapting_uses_only_the_frames_and_changes_the_parameters(model: Rollout, scene) -> None:
+    _, frames, _ = scene
+    params = model.adapt(frames)
+    initial = model.initial_params()
+    assert params.keys() == initial.keys() and max_change(params, initial) > 0
+    # the same as the learner's own test-time step on (frames, all-zero state): nothing else reaches the inner loss
+    prepared = torch.from_numpy(model.prepare(frames))
+    assert prepared.shape == (EPISODE_LENGTH, 32, 32, 3)
+    direct = model.learner.adapt((prepared, torch.zeros(EPISODE_LENGTH, 11)))
+    assert max_change(params, direct) == 0.0
+    assert max_change(model.adapt(frames, inner_steps=0), initial) == 0.0
+    assert max_change(model.adapt(frames, inner_steps=2), params) > 0
+    # the MIL reference adapts on a robot demo with actions instead: another update
+    demo = model.adapt_on_demo(prepared.numpy(), np.zeros((EPISODE_LENGTH, 11), np.float32), np.ones((EPISODE_LENGTH, 4), np.float32))
+    assert max_change(demo, initial) > 0 and max_change(demo, params) > 0
+
+
+def test_videos_are_resampled_and_strided_as_in_training(scene, tmp_path: Path) -> None:
+    """A model trained with loader.frame_stride=4 saw every 4th frame of the video resampled to the 40-frame demo."""
+    _, frames, _ = scene
+    info = CheckpointInfo(step=0, model=TINY_SPEC, env=TINY_ENV, episode_length=10, dataset={}, train_config={"loader": {"frame_stride": 4}})
+    strided = Rollout(build_learner(TINY_SPEC), info)
+    assert np.array_equal(strided.prepare(frames), frames[resample_indices(len(frames), 40)[::4]])
+    with pytest.raises(ValueError, match="episode_length 12 is not the reach demo length 40 with frame stride 4"):
+        Rollout(build_learner(TINY_SPEC), replace(info, episode_length=12))
+
+
+def test_a_dataset_entry_adapts_like_its_frames(model: Rollout, reference: Path) -> None:
+    task = load_dataset_task(reference, "0", "train")
+    assert task.source["task_id"] == task.id and task.video.ndim == 4 and task.demo[2].shape == (EPISODE_LENGTH, 4)
+    assert max_change(model.adapt(task.video), model.adapt(task.video.copy())) == 0.0
+
+
+@pytest.mark.parametrize("suffix,fourcc", [(".mp4", "mp4v"), (".avi", "MJPG"), (".gif", None)])
+def test_a_video_file_round_trip_adapts(model: Rollout, scene, tmp_path: Path, suffix: str, fourcc: str | None) -> None:
+    """Written larger and not square (48 x 64): read back, cropped to the centre square, resized to 32 px, resampled to 40 frames."""
+    _, frames, _ = scene
+    big = np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_NEAREST) for f in frames])
+    wide = np.concatenate([np.zeros((len(big), 48, 8, 3), np.uint8), big[:, 8:56], np.zeros((len(big), 48, 8, 3), np.uint8)], axis=2)
+    wide[:, :4, :4] = (np.arange(len(wide)) * 8)[:, None, None, None]  # no two frames alike: gif writers merge repeats
+    path = tmp_path / f"video{suffix}"
+    if fourcc:
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (80, 48))
+        for f in wide:
+            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        writer.release()
+    else:
+        iio.imwrite(path, wide, duration=100, loop=0)
+    read = read_video(path)
+    assert read.shape == (len(frames), 48, 80, 3) and read.dtype == np.uint8
+    prepared = model.prepare(path)
+    assert prepared.shape == (EPISODE_LENGTH, 32, 32, 3)
+    reference_frames = model.prepare(wide)
+    assert np.abs(prepared.astype(int) - reference_frames).mean() < 12  # lossy codecs: close, not equal
+    params = model.adapt(path)
+    assert all(torch.isfinite(p).all() for p in params.values()) and max_change(params, model.initial_params()) > 0
+
+
+def test_bad_videos_give_clear_errors(model: Rollout, scene, tmp_path: Path) -> None:
+    _, frames, _ = scene
+    with pytest.raises(VideoError, match="no such video file"):
+        model.adapt(tmp_path / "missing.mp4")
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(VideoError, match="cannot open this file as a video|has no frames"):
+        model.adapt(tmp_path / "notes.mp4")
+    (tmp_path / "notes.gif").write_text("not a gif")
+    with pytest.raises(VideoError, match="cannot read this file as a gif"):
+        model.adapt(tmp_path / "notes.gif")
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 32)).release()
+    with pytest.raises(VideoError, match="cannot open this file as a video|has no frames"):
+        model.adapt(empty)
+    with pytest.raises(VideoError, match="has no frames"):
+        model.adapt(frames[:0])
+    with pytest.raises(VideoError, match="has 3 frames, far too short: the model was trained on 40-frame videos and needs at least 10"):
+        model.adapt(frames[:3])
+    with pytest.raises(VideoError, match="expected uint8"):
+        model.adapt(frames.astype(np.float32))
+    with pytest.raises(VideoError, match=r"expected RGB frames \(T, H, W, 3\)"):
+        model.adapt(frames[..., 0])
+
+
+def test_deploy_is_closed_loop_and_replays_exactly(model: Rollout, scene) -> None:
+    task, frames, env = scene
+    params = model.adapt(frames)
+    a, b = model.deploy(params, env, task, seed=7), model.deploy(params, env, task, seed=7)
+    assert a.steps == env.unwrapped.max_episode_steps == EPISODE_LENGTH and a.actions.shape == (40, 4)
+    assert a.frames.shape == (41, 32, 32, 3) and a.states.shape == (41, 11) and isinstance(a.success, bool)
+    assert np.array_equal(a.actions, b.actions) and np.array_equal(a.frames, b.frames)
+    assert a.task == task.to_dict()
+    other = model.deploy(params, env, task, seed=8, keep_frames=False)
+    assert other.frames is None and not np.array_equal(other.states[0], a.states[0])  # a new arrangement
+    expert = run_episode(env, expert_actor(env), task, seed=7, keep_frames=False)
+    assert expert.success and expert.first_success_step is not None
+    sheet = side_by_side(frames, a.frames, a.success, height=64)
+    assert sheet.shape == (41, 64, 2 * 64 + 4, 3)
+
+
+def test_rollout_command_writes_the_side_by_side_video(tiny_checkpoint: Path, reference: Path, tmp_path: Path) -> None:
+    record = rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), dataset=str(reference), task="1", split="train", out=str(tmp_path)))
+    assert isinstance(record["success"], bool) and record["steps"] == EPISODE_LENGTH and record["seed"] >= 1 << 62
+    assert read_video(tmp_path / "rollout.mp4").shape[0] == EPISODE_LENGTH + 1
+    with pytest.raises(ValueError, match="the robot's scene needs a task"):
+        rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), video=str(tmp_path / "rollout.mp4"), out=str(tmp_path)))
