@@ -151,9 +151,10 @@ VIDEO_FIELDS = ("frames",)
 def episode_group(f: h5py.File, task_id: str, kind: str, k: int) -> h5py.Group:
     """The group of episode `k` of a task; `kind` is "demos" or "videos"."""
     path = f"tasks/{task_id}/{kind}/{k}"
-    if path not in f:
-        raise ShardError(f"{f.filename}: no episode {path!r}")
-    return f[path]
+    try:
+        return f[path]
+    except KeyError:
+        raise ShardError(f"{f.filename}: no episode {path!r}") from None
 
 
 def read_episode(f: h5py.File, task_id: str, kind: str, k: int) -> tuple[np.ndarray, ...]:

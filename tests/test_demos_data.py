@@ -100,7 +100,8 @@ def test_join_rebuilds_the_manifest_and_names_missing_shards(scratch: Path) -> N
     (scratch / "manifest.json").unlink()
     assert data("info", scratch).returncode == 2
     assert data("join", scratch).returncode == 0
-    assert json.loads((scratch / "manifest.json").read_text()) == before
+    after = json.loads((scratch / "manifest.json").read_text())
+    assert {**after, "code_version": None} == {**before, "code_version": None}  # colleagues may commit meanwhile
     shard(scratch, 0).unlink()
     result = data("join", scratch)
     assert result.returncode == 2 and "1 of 2 shards missing (train/shard-00000-of-00002.h5)" in result.stderr
