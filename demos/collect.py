@@ -36,7 +36,7 @@ Progress = Callable[[str, bool], None]  # (kind, kept) after every episode
 
 @dataclass
 class ShardResult:
-    """What one shard job made (returned to the main process; never stored, since it holds timings)."""
+    """What one shard job made: a summary for the job's report (the shard's own metadata is in the file)."""
 
     file: str
     tasks: int = 0
@@ -44,7 +44,6 @@ class ShardResult:
     kept: dict[str, int] = field(default_factory=lambda: {"demo": 0, "video": 0})
     attempts: dict[str, int] = field(default_factory=lambda: {"demo": 0, "video": 0})
     frames: int = 0
-    written: bool = True
 
 
 @dataclass
@@ -138,8 +137,9 @@ def collect_shard(cfg: CollectConfig, shard: int, tasks: list[envs.TaskSpec], pr
         env.close()
     meta = {"plan": plan_of(cfg), "shard": shard, "num_shards": n, "env_info": env_info, "code_version": code_version()}
     remove_stale_temporaries(path)
-    written = write_shard(path, episodes, meta, cfg.compression)
-    result = ShardResult(file=path.name, written=written)
+    if not write_shard(path, episodes, meta, cfg.compression):
+        log.warning("%s was written by another job meanwhile (same seeds, same content): kept that one", path)
+    result = ShardResult(file=path.name)
     for t in episodes:
         result.tasks += 1
         result.skipped_tasks += t.skipped

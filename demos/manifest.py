@@ -42,7 +42,7 @@ def read_plan(path: Path) -> dict:
     doc = read_json(path, "plan")
     check_format(doc, path)
     if not isinstance(doc.get("plan"), dict):
-        raise DatasetMismatchError(f"{path}: corrupt plan (no 'plan' object)")
+        raise ManifestError(f"{path}: corrupt plan (no 'plan' object)")
     return doc["plan"]
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import h5py
-import pytest
 
 from demos.testing import reference, scratch  # noqa: F401 (fixtures)
 from demos.testing import run_data as data
