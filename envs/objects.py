@@ -56,15 +56,17 @@ def validate_shape(shape: str) -> None:
         mesh_index(shape)
 
 
-def shapes_in(split: str) -> list[str]:
+@functools.lru_cache(maxsize=None)
+def shapes_in(split: str) -> tuple[str, ...]:
     check_split(split)
     meshes = [f"mesh:{k:03d}" for k in range(NUM_MESHES)]
-    return [s for s in (*PRIMITIVES, *meshes) if shape_split(s) == split]
+    return tuple(s for s in (*PRIMITIVES, *meshes) if shape_split(s) == split)
 
 
-def hues_in(split: str) -> list[int]:
+@functools.lru_cache(maxsize=None)
+def hues_in(split: str) -> tuple[int, ...]:
     check_split(split)
-    return [h for h in range(NUM_HUES) if colour_split(h) == split]
+    return tuple(h for h in range(NUM_HUES) if colour_split(h) == split)
 
 
 def check_split(split: str) -> None:
