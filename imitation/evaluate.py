@@ -85,7 +85,8 @@ class EvalConfig:
     """One evaluation job (the structured config behind `oneshot-eval`)."""
 
     checkpoint: Optional[str] = None  # one checkpoint (file, or folder with last.pt), named "model"
-    checkpoints: Dict[str, str] = field(default_factory=dict)  # several, by name: {daml: a.pt, linear: b.pt}
+    # several, by name (Hydra: +checkpoints.daml=a.pt +checkpoints.linear=b.pt, or ++checkpoints='{daml: a.pt, linear: b.pt}')
+    checkpoints: Dict[str, str] = field(default_factory=dict)
     methods: List[str] = field(default_factory=lambda: list(METHODS))  # any of daml none robot_demo random expert
     inner_steps: List[int] = field(default_factory=list)  # test-time inner steps for daml/robot_demo; [] = each checkpoint's own
     split: str = "test"  # which object identities: test (never trained on) | test_ood | val (model selection)
@@ -266,8 +267,10 @@ def evaluate_task(cfg: EvalConfig, plan: TaskPlan, workspace: Workspace, progres
         rollout = workspace.rollouts.get(variant.checkpoint, first)
         env = workspace.env(rollout)
         act: Optional[Actor] = None
+        steps_used = None  # inner steps actually taken (None for the methods without a model)
         if variant.method in MODEL_METHODS:
             act = rollout.actor(adapted_params(rollout, variant, demo))
+            steps_used = 0 if variant.method == "none" else (rollout.inner_steps if variant.inner_steps is None else variant.inner_steps)
         for trial in range(cfg.trials):
             seed = eval_seed(cfg.seed, plan.index, "trial", trial)
             if variant.method == "random":
@@ -278,7 +281,7 @@ def evaluate_task(cfg: EvalConfig, plan: TaskPlan, workspace: Workspace, progres
             episode = run_episode(env, act, plan.spec, seed, keep_frames=keep)
             record = {"task_index": plan.index, "task_id": envs.TaskSpec.from_dict(plan.spec).task_id(), "trial": trial, "seed": seed,
                       "checkpoint": variant.checkpoint, "method": variant.label, "base_method": variant.method,
-                      "inner_steps": variant.inner_steps, "success": episode.success, "steps": episode.steps,
+                      "inner_steps": steps_used, "success": episode.success, "steps": episode.steps,
                       "first_success_step": episode.first_success_step, "video": demo.video_source,
                       "demo": demo.demo_source if variant.method == "robot_demo" else None, "rollout_video": None, "task": plan.spec}
             if keep:
@@ -291,7 +294,8 @@ def evaluate_task(cfg: EvalConfig, plan: TaskPlan, workspace: Workspace, progres
 def _write_side_by_side(cfg: EvalConfig, variant: Variant, plan: TaskPlan, demo: Demonstration, frames: np.ndarray, success: bool) -> str:
     """The video the method adapted on (the robot demo for robot_demo) | the robot acting; path relative to out."""
     watched = demo.demo[0] if variant.method == "robot_demo" else demo.video
-    name = f"{VIDEOS}/task{plan.index:03d}-{variant.checkpoint.replace('-', 'baseline')}-{variant.label.replace('@', '-k')}.mp4"
+    checkpoint = "baseline" if variant.checkpoint == NO_CHECKPOINT else variant.checkpoint
+    name = f"{VIDEOS}/task{plan.index:03d}-{checkpoint}-{variant.label.replace('@', '-k')}.mp4"
     path = Path(cfg.out) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     write_mp4(path, side_by_side(watched, frames, success), fps=10.0)

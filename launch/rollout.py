@@ -58,7 +58,9 @@ def task_and_video(cfg: RolloutConfig) -> tuple[envs.TaskSpec, np.ndarray, str]:
             raise ValueError("with dataset=..., give task=<id or index in the split>")
         entry = load_dataset_task(cfg.dataset, cfg.task, cfg.split)
         spec, frames, source = envs.TaskSpec.from_dict(entry.spec), entry.video, f"{cfg.dataset} task {entry.id} video 0"
-    elif cfg.task and Path(cfg.task).is_file():
+    elif cfg.task:
+        if not Path(cfg.task).is_file():
+            raise ValueError(f"task={cfg.task}: no such file (without dataset=, task is a JSON file with a task spec)")
         spec, frames, source = envs.TaskSpec.from_dict(json.loads(Path(cfg.task).read_text())), None, ""
     else:
         raise ValueError("the robot's scene needs a task: give dataset=<folder> task=<id or index>, or task=<spec.json>")

@@ -38,6 +38,8 @@ def test_wilson_interval() -> None:
 
 def test_variants_cover_checkpoints_methods_and_test_time_steps() -> None:
     cfg = EvalConfig(checkpoints={"daml": "a.pt", "linear": "b.pt"}, inner_steps=[1, 5], out="x")
+    assert cfg.named_checkpoints() == {"daml": "a.pt", "linear": "b.pt"}
+    assert replace(cfg, checkpoint="c.pt").named_checkpoints() == {"model": "c.pt", "daml": "a.pt", "linear": "b.pt"}
     labels = [(v.checkpoint, v.label) for v in variants(cfg)]
     assert labels[:5] == [("daml", "daml@1"), ("daml", "daml@5"), ("daml", "none"), ("daml", "robot_demo@1"), ("daml", "robot_demo@5")]
     assert labels[5:10] == [("linear", v) for v in ("daml@1", "daml@5", "none", "robot_demo@1", "robot_demo@5")]
@@ -61,6 +63,7 @@ def test_evaluation_command_writes_results_and_the_same_seeds_give_the_same_tabl
     assert {e["task"]["split"] for e in episodes} == {"test"} and all(e["seed"] >= EVAL_FLAG for e in episodes)
     assert all(e["steps"] == 40 and isinstance(e["success"], bool) and e["video"]["source"] == "rendered" for e in episodes)
     assert {e["demo"]["source"] for e in episodes if e["method"] == "robot_demo"} == {"recorded"}
+    assert [{e["inner_steps"] for e in episodes if e["method"] == m} for m in METHODS] == [{1}, {0}, {1}, {None}, {None}]
     # every method met the same tasks in the same arrangements
     assert len({tuple(sorted((e["task_id"], e["seed"]) for e in episodes if e["method"] == m)) for m in METHODS}) == 1
     assert next(r for r in doc["summary"] if r["method"] == "expert")["successes"] == 4

@@ -20,7 +20,6 @@ from imitation.policy import PolicyConfig
 from imitation.rollout import Rollout, expert_actor, load_dataset_task, run_episode, side_by_side
 from imitation.video import VideoError, read_video
 from launch.rollout import RolloutConfig, rollout
-from test_policy import one_thread  # noqa: F401  (autouse fixture: one torch thread)
 
 TINY_SPEC = ModelSpec(
     policy=PolicyConfig(image_size=(32, 32), conv_filters=(8, 8), conv_strides=(2, 2), fc_sizes=(32, 32), bias_transform_dim=4),
