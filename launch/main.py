@@ -53,8 +53,7 @@ def main() -> None:
     stage("export one task", "demos.cli", "export", str(data), "--split", "train", "--task", "0", "--out", str(out / "export"))
     run_name = f"{args.family}-{stamp}"
     stage("meta-train", "launch.train", f"data={data}", f"out={out / 'runs'}", f"run_name={run_name}",
-          f"steps={args.train_steps}", "loader.frame_stride=4", "threads=1", "val_every=250", "ckpt_every=250", "logger=none",
-          "progress=false")
+          f"steps={args.train_steps}", "loader.frame_stride=4", "threads=1", "val_every=250", "ckpt_every=250", "logger=none")
     evaluation = out / "eval" / run_name
     stage("evaluate on held-out tasks", "launch.evaluate", f"checkpoint={out / 'runs' / run_name / 'checkpoints' / 'last.pt'}",
           f"num_tasks={args.eval_tasks}", f"trials={args.trials}", f"out={evaluation}", "logger=none", "videos=2")
