@@ -49,7 +49,7 @@ class PickPlace(TaskFamily):
             (np.array([*obj[:2], CARRY_HEIGHT]), False),
             (obj + [0, 0, 0.005], False),
             (obj + [0, 0, 0.005], True),  # close: wait below
-            (np.array([*obj[:2], CARRY_HEIGHT]), True),
+            (np.array([*view.ee[:2], CARRY_HEIGHT]), True),  # lift straight up (the held object moves with the hand)
             (np.array([*box[:2], CARRY_HEIGHT]), True),
             (np.array([*box[:2], 0.09]), True),
             (np.array([*box[:2], 0.09]), False),  # open: wait below
