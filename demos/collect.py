@@ -9,10 +9,7 @@ gives the same bytes.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
-import queue as queue_module
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +24,7 @@ import envs
 from demos.config import CollectConfig, plan_of
 from demos.format import code_version, num_shard_files, shard_name
 from demos.manifest import prepare_output, update_manifest
+from demos.pool import report, run_spawned
 from demos.seeds import MAX_TASKS, split_tasks, stream_seed
 from demos.shards import Demo, TaskEpisodes, Video, remove_stale_temporaries, write_shard
 
@@ -216,39 +214,10 @@ def _run(cfg: CollectConfig, work: dict[int, list[envs.TaskSpec]]) -> list[Shard
 
 
 def _run_pool(cfg: CollectConfig, work: dict[int, list[envs.TaskSpec]], workers: int, progress: Progress) -> list[ShardResult]:
-    """Shards in `workers` spawned processes (no PyBullet or HDF5 state crosses a fork); progress via a queue."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(queue,)) as pool:  # leaving the block terminates workers
-        pending = [pool.apply_async(_pool_shard, (cfg, k, tasks)) for k, tasks in work.items()]
-        results = []
-        while pending:
-            _drain(queue, progress, timeout=0.2)
-            for job in [j for j in pending if j.ready()]:
-                pending.remove(job)
-                results.append(job.get())  # re-raises a worker's exception here
-        _drain(queue, progress, timeout=0.0)
+    """Shards in `workers` spawned processes; progress comes back through `demos.pool.report`."""
+    results = run_spawned(workers, _pool_shard, [(cfg, k, tasks) for k, tasks in work.items()], progress)
     return sorted(results, key=lambda r: r.file)
 
 
-def _drain(queue: mp.Queue, progress: Progress, timeout: float) -> None:
-    try:
-        message = queue.get(timeout=timeout) if timeout else queue.get_nowait()
-        while True:
-            progress(*message)
-            message = queue.get_nowait()
-    except queue_module.Empty:
-        return
-
-
-_worker_queue: mp.Queue | None = None  # per worker process: where progress messages go (set by the pool initializer)
-
-
-def _init_worker(queue: mp.Queue) -> None:
-    global _worker_queue
-    _worker_queue = queue
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it terminates the pool
-
-
 def _pool_shard(cfg: CollectConfig, shard: int, tasks: list[envs.TaskSpec]) -> ShardResult:
-    return collect_shard(cfg, shard, tasks, lambda kind, kept: _worker_queue.put((kind, kept)))
+    return collect_shard(cfg, shard, tasks, report)

@@ -33,10 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
-import queue as queue_module
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +51,7 @@ import envs
 from demos.collect import record_demo, record_video
 from demos.export import write_mp4
 from demos.format import DatasetError, code_version, read_manifest
+from demos.pool import report, run_spawned
 from envs.task_spec import NUM_CONTAINERS, NUM_OBJECTS
 from imitation.eval_report import Row, bar_plot, markdown_table, summarise, write_png
 from imitation.maml import Params
@@ -377,44 +375,21 @@ def _run(cfg: EvalConfig, plans: list[TaskPlan], workspace: Workspace) -> list[d
 
 
 def _run_pool(cfg: EvalConfig, plans: list[TaskPlan], workers: int, progress: Callable[[], None]) -> list[dict]:
-    """Tasks in `workers` spawned processes (no PyBullet or torch state crosses a fork); progress via a queue."""
-    ctx = mp.get_context("spawn")
-    progress_queue = ctx.Queue()
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, progress_queue)) as pool:
-        pending = [pool.apply_async(_pool_task, (cfg, plan)) for plan in plans]
-        results = []
-        while pending:
-            _drain(progress_queue, progress, timeout=0.2)
-            for job in [j for j in pending if j.ready()]:
-                pending.remove(job)
-                results.append(job.get())  # re-raises a worker's exception here
-        _drain(progress_queue, progress, timeout=0.0)
-    return results
+    """Tasks in `workers` spawned processes; one progress message per episode through `demos.pool.report`."""
+    return run_spawned(workers, _pool_task, [(cfg, plan) for plan in plans], progress, _init_worker, (cfg,))
 
 
-def _drain(q: mp.Queue, progress: Callable[[], None], timeout: float) -> None:
-    try:
-        q.get(timeout=timeout) if timeout else q.get_nowait()
-        while True:
-            progress()
-            q.get_nowait()
-    except queue_module.Empty:
-        return
+_workspace: Optional[Workspace] = None  # per worker process, set by the pool initializer
 
 
-_worker: Optional[tuple[Workspace, mp.Queue]] = None  # per worker process, set by the pool initializer
-
-
-def _init_worker(cfg: EvalConfig, progress_queue: mp.Queue) -> None:
-    global _worker
+def _init_worker(cfg: EvalConfig) -> None:
+    global _workspace
     torch.set_num_threads(1)  # one process per core: intra-op threads would only compete
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it terminates the pool
-    _worker = (Workspace(cfg), progress_queue)
+    _workspace = Workspace(cfg)
 
 
 def _pool_task(cfg: EvalConfig, plan: TaskPlan) -> dict:
-    workspace, progress_queue = _worker
-    return evaluate_task(cfg, plan, workspace, lambda: progress_queue.put(1))
+    return evaluate_task(cfg, plan, _workspace, report)
 
 
 # ----- tracking -----------------------------------------------------------------------------------------------

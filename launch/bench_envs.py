@@ -83,12 +83,15 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100, help="expert episodes per family (default 100)")
     parser.add_argument("--frames", type=int, default=300, help="frames per renderer measurement")
     parser.add_argument("--videos", type=int, default=10, help="human videos per family")
+    parser.add_argument("--families", nargs="+", default=list(envs.ENV_IDS), choices=list(envs.ENV_IDS), help="families to run")
+    parser.add_argument("--skip-render", action="store_true", help="skip the low-poly vs stock measurement")
     args = parser.parse_args()
 
-    low, stock = render_fps("lowpoly", args.frames, 64), render_fps("stock", max(args.frames // 5, 20), 64)
-    print(f"render 64x64: low-poly {low:.0f} frames/s, stock {stock:.0f} frames/s, ratio {low / stock:.1f}x (target >= 8x)")
+    if not args.skip_render:
+        low, stock = render_fps("lowpoly", args.frames, 64), render_fps("stock", max(args.frames // 5, 20), 64)
+        print(f"render 64x64: low-poly {low:.0f} frames/s, stock {stock:.0f} frames/s, ratio {low / stock:.1f}x (target >= 8x)")
 
-    for family in envs.ENV_IDS:
+    for family in args.families:
         ok, steps, seconds = expert_episodes(family, list(range(args.episodes)))
         print(f"{family:>10}: expert success {ok}/{args.episodes} (seeds 0-{args.episodes - 1}); "
               f"{steps / seconds:.0f} env steps/s with rendering; {60 * args.episodes / seconds:.0f} demos/min/core")
