@@ -85,7 +85,10 @@ class Policy(nn.Module):
         self._check_shapes(images, states)
         lead = images.shape[:-3]
         dtype = self.head.weight.dtype
-        x = images.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2).to(dtype) / 255.0
+        # NCHW in memory: a permuted (channels-last) input would make the first conv output channels-last, and
+        # every reshape of it in the norm (and in its derivatives) a copy.
+        x = images.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2)
+        x = x.to(dtype, memory_format=torch.contiguous_format) / 255.0
         points = spatial_soft_argmax(self.trunk(x), self.softmax_temperature)
         bias = self.bias_transform.expand(points.shape[0], -1)
         h = torch.cat([points, states.reshape(-1, self.cfg.state_dim).to(dtype), bias], dim=-1)
