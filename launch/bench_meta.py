@@ -2,10 +2,13 @@
 
     python -m launch.bench_meta                  # CPU, 2 threads, 4 tasks, 50-frame video + 50-frame demo
     python -m launch.bench_meta --device cuda    # same on a GPU, also reports tasks/s
+    python -m launch.bench_meta --threads 1 --cpu-time   # process CPU time: for a CPU shared with other jobs
 
 Times are the minimum over --repeats runs after a warm-up (all variants in one process, so ratios are
 comparable). Peak memory: CUDA max_memory_allocated in-process; on CPU each variant runs again in a fresh
-subprocess and reports the growth of its peak resident set (VmHWM) over one meta-step. ``higher`` is a benchmark-only dependency.
+subprocess and reports the growth of its peak resident set (VmHWM) over one meta-step. ``higher`` is a benchmark-only
+dependency; ``higher_loop_fast_conv`` runs it with the conv kernels MetaLearner uses for second order on CPU, to
+show how much of the difference those kernels make.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ from typing import Callable
 import torch
 
 from imitation.bc import build_imitation_learner, imitation_batch
+from imitation.layers import FastConvDerivatives
 from imitation.maml import MetaBatch, MetaConfig, MetaLearner
 from imitation.policy import GPU_POLICY, PolicyConfig
 
-VARIANTS = ("second_order_loop", "second_order_vmap", "first_order_loop", "first_order_vmap", "higher_loop")
+VARIANTS = (
+    "second_order_loop", "second_order_vmap", "first_order_loop", "first_order_vmap", "higher_loop",
+    "higher_loop_fast_conv",
+)
 
 
 def make_batch(learner: MetaLearner, tasks: int, frames: int, device: str, generator: torch.Generator) -> MetaBatch:
@@ -68,21 +75,38 @@ def higher_step(base: MetaLearner) -> Callable[[MetaBatch], None]:
     return step
 
 
+def higher_fast_conv_step(base: MetaLearner) -> Callable[[MetaBatch], None]:
+    """higher's step with the conv kernels that MetaLearner uses for second order on CPU (for comparison only)."""
+    step = higher_step(base)
+
+    def fast_conv_step(batch: MetaBatch) -> None:
+        with FastConvDerivatives():
+            step(batch)
+
+    return fast_conv_step
+
+
 def step_fn(base: MetaLearner, variant: str) -> Callable[[MetaBatch], object]:
-    return higher_step(base) if variant == "higher_loop" else variant_learner(base, variant).meta_step
+    if variant == "higher_loop":
+        return higher_step(base)
+    if variant == "higher_loop_fast_conv":
+        return higher_fast_conv_step(base)
+    return variant_learner(base, variant).meta_step
 
 
-def min_time(fn: Callable[[], object], repeats: int, device: str) -> float:
+def min_time(
+    fn: Callable[[], object], repeats: int, device: str, clock: Callable[[], float] = time.perf_counter
+) -> float:
     fn()
     times = []
     for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = clock()
         fn()
         if device == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return min(times)
 
 
@@ -135,29 +159,38 @@ def main() -> None:
     parser.add_argument("--policy", default="default", choices=("default", "gpu"), help="PolicyConfig or GPU_POLICY")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument(
+        "--cpu-time", action="store_true",
+        help="time by process CPU time (time.process_time) instead of wall time: robust to other jobs sharing the "
+        "cores; use with --threads 1 (with more threads it adds up the threads' time, spin-waits included)",
+    )
     parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_of:
         return rss_growth_of_one_step(args)
+    if args.cpu_time and args.device == "cuda":
+        parser.error("--cpu-time is for CPU runs")
+    clock = time.process_time if args.cpu_time else time.perf_counter
 
     base, batch = setup(args)
     n_params = sum(p.numel() for p in base.model.parameters())
     print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} policy={n_params} params")
     h, w = base.model.cfg.image_size
     print(f"batch: {args.tasks} tasks x ({args.frames}-frame video + {args.frames}-frame demo), {h}x{w} uint8")
+    print(f"times: minimum of {args.repeats} runs, {'process CPU time' if args.cpu_time else 'wall time'}")
 
     def forward() -> None:
         base.model(*batch.support_inputs)
         base.model(*batch.query_inputs)
 
     with torch.no_grad():
-        fwd = min_time(forward, args.repeats, args.device)
-    fwd_grad = min_time(forward, args.repeats, args.device)
+        fwd = min_time(forward, args.repeats, args.device, clock)
+    fwd_grad = min_time(forward, args.repeats, args.device, clock)
     print(f"forward only (video + demo, no_grad): {fwd:.4f} s   with autograd recording: {fwd_grad:.4f} s")
     times = {}
     for variant in VARIANTS:
         step = step_fn(base, variant)
-        times[variant] = min_time(lambda: step(batch), args.repeats, args.device)
+        times[variant] = min_time(lambda: step(batch), args.repeats, args.device, clock)
     print(f"{'variant':<20}{'s/step':>9}{'steps/s':>9}{'tasks/s':>9}{'x fwd':>7}{'peak MiB':>10}")
     for variant, seconds in times.items():
         memory = "-" if args.no_memory else f"{peak_memory_mib(args, variant):.0f}"
@@ -170,6 +203,7 @@ def main() -> None:
           f"{'vmap' if args.device == 'cuda' else 'loop'})")
     print(f"second-order loop / forward-only: {times['second_order_loop'] / fwd:.2f}x (target <= 3.5x)")
     print(f"meta-steps/s vs higher (loop): {times['higher_loop'] / times['second_order_loop']:.2f}x (target >= 1.2x)")
+    print(f"  (vs higher given the same conv kernels: {times['higher_loop_fast_conv'] / times['second_order_loop']:.2f}x)")
 
 
 if __name__ == "__main__":

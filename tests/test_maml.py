@@ -1,13 +1,16 @@
 """MetaLearner: meta-gradient vs finite differences, vmap vs loop, first order, NaN guard, test-time adapt."""
 
+import contextlib
 from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call
 
 from imitation.adaptation_loss import AdaptationLossConfig
 from imitation.bc import BCLossConfig, build_imitation_learner, imitation_batch
+from imitation.layers import FastConvDerivatives, convolution
 from imitation.maml import MetaBatch, MetaConfig, MetaLearner, NonFiniteLossError
 from imitation.policy import PolicyConfig
 
@@ -136,3 +139,92 @@ def test_adapt_at_test_time_under_no_grad() -> None:
     assert set(adapted) == set(dict(learner.model.named_parameters()))
     assert after.shape == before.shape and not torch.allclose(after, before)
     assert all(not p.requires_grad for p in adapted.values())
+
+
+# ----- convolutions with fast second derivatives (imitation.layers.convolution, used by second-order MAML on CPU)
+
+CONV_CASES = [  # (dims, stride, padding, dilation, groups)
+    (2, 2, 2, 1, 1), (2, 1, 1, 2, 2), (2, (2, 1), (0, 1), 1, 1), (1, 1, 0, 1, 1), (1, 2, 4, 1, 2),
+]
+
+
+def conv_inputs(dims: int, groups: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 4, *[7] * dims, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4 // groups, *[3] * dims, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    return x, w, b
+
+
+@pytest.mark.parametrize("dims, stride, padding, dilation, groups", CONV_CASES)
+def test_fast_conv_matches_torch_up_to_second_derivatives(dims, stride, padding, dilation, groups) -> None:
+    x, w, b = conv_inputs(dims, groups)
+    fast = lambda x, w, b: convolution(x, w, b, stride, padding, dilation, groups)  # noqa: E731
+    ref = lambda x, w, b: getattr(F, f"conv{dims}d")(x, w, b, stride, padding, dilation, groups)  # noqa: E731
+    assert torch.autograd.gradcheck(fast, (x, w, b))
+    assert torch.autograd.gradgradcheck(fast, (x, w, b))
+    y, y_ref = fast(x, w, b), ref(x, w, b)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    grad_y = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    # First derivatives, and second derivatives of a non-linear function of them w.r.t. x, w, b and grad_y.
+    results = []
+    for out in (y, y_ref):
+        first = torch.autograd.grad(out, (x, w, b), grad_y, create_graph=True)
+        scalar = sum((d * torch.sin(d)).sum() for d in first)
+        second = torch.autograd.grad(scalar, (x, w, grad_y), allow_unused=True)
+        results.append((first, second))
+    for a, c in zip(*(first + second for first, second in results)):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+
+
+def test_fast_conv_under_torch_func() -> None:
+    """Second order inside torch.func (grad of a grad norm), plain and vmapped over per-sample weights and inputs."""
+    x, w, b = (t.detach() for t in conv_inputs(2, 1))
+
+    def grad_of_grad_norm(conv):
+        def grad_norm(w, x):
+            inner = torch.func.grad(lambda w: torch.tanh(conv(x, w, b, 2, 1)).sum())(w)
+            return inner.square().sum()
+
+        return torch.func.grad(grad_norm)
+
+    fast, ref = grad_of_grad_norm(convolution), grad_of_grad_norm(F.conv2d)
+    torch.testing.assert_close(fast(w, x), ref(w, x), rtol=1e-12, atol=1e-12)
+    ws, xs = torch.stack([w, 2 * w]), x[:, None]  # vmap: sample i has weights ws[i] and input xs[i] (1, C, H, W)
+    torch.testing.assert_close(torch.func.vmap(fast)(ws, xs), torch.func.vmap(ref)(ws, xs), rtol=1e-12, atol=1e-12)
+
+
+def test_fast_conv_mode_routes_conv_modules_and_falls_back() -> None:
+    conv, same = torch.nn.Conv2d(3, 4, 3, 2, 1).double(), torch.nn.Conv1d(3, 4, 3, padding="same").double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with FastConvDerivatives():
+        assert type(conv(x).grad_fn).__name__ == "_ConvolutionBackward"
+        out_same = same(x[:, :, 0])  # string padding: PyTorch's own conv
+        assert type(out_same.grad_fn).__name__ == "ConvolutionBackward0"
+        torch.testing.assert_close(conv(x[0]), F.conv2d(x[0], conv.weight, conv.bias, 2, 1))  # unbatched input
+    torch.testing.assert_close(out_same, same(x[:, :, 0]))
+
+
+def test_second_order_meta_gradient_same_with_torch_conv_kernels() -> None:
+    cfg = MetaConfig(inner_steps=2, inner_lr=0.3, learn_inner_lr=True, inner_grad_clip=None)
+    learner, batch = tiny_learner(cfg)
+    fast = meta_gradient(learner, batch)
+    learner._conv_kernels = contextlib.nullcontext  # PyTorch's own conv derivatives
+    for a, b in zip(fast, meta_gradient(learner, batch)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_meta_step_gradients_are_those_of_meta_loss(batching: str) -> None:
+    """The loop backpropagates task by task; the gradients handed to reduce_grads equal meta_loss's."""
+    cfg = MetaConfig(inner_steps=2, learn_inner_lr=True, inner_grad_clip=0.05, task_batching=batching)
+    learner, batch = tiny_learner(cfg)
+    expected = meta_gradient(learner, batch)
+    seen: list[torch.Tensor] = []
+    stats = learner.meta_step(batch, reduce_grads=lambda grads: seen.extend(g.clone() for g in grads))
+    assert len(seen) == len(expected)
+    for a, b in zip(seen, expected):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+    loss, loss_stats = tiny_learner(cfg)[0].meta_loss(batch)
+    assert stats["outer_loss"] == pytest.approx(loss.detach().item(), rel=1e-12)
+    assert stats["inner_loss_pre"] == pytest.approx(float(loss_stats["inner_loss_pre"]), rel=1e-12)
