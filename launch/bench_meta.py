@@ -4,8 +4,8 @@
     python -m launch.bench_meta --device cuda    # same on a GPU, also reports tasks/s
     python -m launch.bench_meta --threads 1 --cpu-time   # process CPU time: for a CPU shared with other jobs
 
-Times are the minimum over --repeats runs after a warm-up (all variants in one process, so ratios are
-comparable). Peak memory: CUDA max_memory_allocated in-process; on CPU each variant runs again in a fresh
+Times are the minimum over --repeats rounds after a warm-up; each round runs the forward pass and every
+variant once, in turn (all in one process, so ratios are comparable even when the load changes). Peak memory: CUDA max_memory_allocated in-process; on CPU each variant runs again in a fresh
 subprocess and reports the growth of its peak resident set (VmHWM) over one meta-step. ``higher`` is a benchmark-only
 dependency; ``higher_loop_fast_conv`` runs it with the conv kernels MetaLearner uses for second order on CPU, to
 show how much of the difference those kernels make.
@@ -94,10 +94,24 @@ def step_fn(base: MetaLearner, variant: str) -> Callable[[MetaBatch], object]:
     return variant_learner(base, variant).meta_step
 
 
+def variant_run(base: MetaLearner, variant: str, batch: MetaBatch) -> Callable[[], None]:
+    """One step of ``variant``; the shared learned loss is frozen for first order before each step."""
+    step = step_fn(base, variant)
+    learn_loss = not variant.startswith("first_order")
+
+    def run() -> None:
+        base.inner_loss.requires_grad_(learn_loss)
+        step(batch)
+
+    return run
+
+
 def min_time(
-    fn: Callable[[], object], repeats: int, device: str, clock: Callable[[], float] = time.perf_counter
+    fn: Callable[[], object], repeats: int, device: str, clock: Callable[[], float] = time.perf_counter,
+    warm_up: bool = True,
 ) -> float:
-    fn()
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeats):
         if device == "cuda":
@@ -108,6 +122,20 @@ def min_time(
             torch.cuda.synchronize()
         times.append(clock() - start)
     return min(times)
+
+
+def interleaved_min_times(
+    runs: dict[str, Callable[[], object]], repeats: int, device: str, clock: Callable[[], float]
+) -> dict[str, float]:
+    """Minimum time of each run over ``repeats`` rounds; each round runs every one of them once, in turn, so
+    that a change of load on a shared machine falls on all of them rather than on whichever ran then."""
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            times[name].append(min_time(fn, 1, device, clock, warm_up=False))
+    return {name: min(values) for name, values in times.items()}
 
 
 def setup(args: argparse.Namespace) -> tuple[MetaLearner, MetaBatch]:
@@ -177,20 +205,22 @@ def main() -> None:
     print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} policy={n_params} params")
     h, w = base.model.cfg.image_size
     print(f"batch: {args.tasks} tasks x ({args.frames}-frame video + {args.frames}-frame demo), {h}x{w} uint8")
-    print(f"times: minimum of {args.repeats} runs, {'process CPU time' if args.cpu_time else 'wall time'}")
+    print(f"times: minimum of {args.repeats} interleaved rounds, {'process CPU time' if args.cpu_time else 'wall time'}")
 
     def forward() -> None:
         base.model(*batch.support_inputs)
         base.model(*batch.query_inputs)
 
-    with torch.no_grad():
-        fwd = min_time(forward, args.repeats, args.device, clock)
-    fwd_grad = min_time(forward, args.repeats, args.device, clock)
-    print(f"forward only (video + demo, no_grad): {fwd:.4f} s   with autograd recording: {fwd_grad:.4f} s")
-    times = {}
+    def no_grad_forward() -> None:
+        with torch.no_grad():
+            forward()
+
+    runs: dict[str, Callable[[], object]] = {"forward": no_grad_forward, "forward_grad": forward}
     for variant in VARIANTS:
-        step = step_fn(base, variant)
-        times[variant] = min_time(lambda: step(batch), args.repeats, args.device, clock)
+        runs[variant] = variant_run(base, variant, batch)
+    times = interleaved_min_times(runs, args.repeats, args.device, clock)
+    fwd, fwd_grad = times.pop("forward"), times.pop("forward_grad")
+    print(f"forward only (video + demo, no_grad): {fwd:.4f} s   with autograd recording: {fwd_grad:.4f} s")
     print(f"{'variant':<20}{'s/step':>9}{'steps/s':>9}{'tasks/s':>9}{'x fwd':>7}{'peak MiB':>10}")
     for variant, seconds in times.items():
         memory = "-" if args.no_memory else f"{peak_memory_mib(args, variant):.0f}"
