@@ -107,7 +107,7 @@ class OneShotEnv(gym.Env):
             self.task = self._as_task(options["task"])
         else:
             self.task = self.fixed_task or sample_task(self.np_random, self.family.name, self.split)
-        self._grasp_constraint, self.holding, self._closed_steps = None, None, 0
+        self._release()  # before the world is rebuilt: the old constraint id is only valid in the old world
         self.robot = self._build_world()
         self.arrangement = self.family.arrange(self.np_random, self.task)
         populate(self.world, self.task, self.arrangement)
