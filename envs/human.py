@@ -21,6 +21,7 @@ from envs.tasks.base import TaskFamily, Waypoint
 
 SKIN_TONES = ((0.98, 0.84, 0.72), (0.89, 0.70, 0.55), (0.76, 0.57, 0.42), (0.58, 0.40, 0.27), (0.42, 0.28, 0.18), (0.30, 0.20, 0.13))
 SUBSTEPS = 24  # physics steps per video frame (10 frames/s, like the robot's control rate)
+ARM_SEGMENT = 0.3  # metres: length of the forearm and of the upper arm capsules
 FINGER_TIP = np.array([0.0, 0.0, -0.045])  # from the hand body's origin to the finger tips (the effector point)
 
 
@@ -92,10 +93,9 @@ class HumanScene:
         visual = c.createVisualShapeArray([pb.GEOM_BOX] * 6, halfExtents=halves, visualFramePositions=centres)
         self.world.create_body("hand", collision, visual, np.array([0.5, 0.0, 0.5]), mass=1.0)
         self.hand_constraint = c.createConstraint(self.world.id("hand"), -1, -1, -1, pb.JOINT_FIXED, [0, 0, 0], [0, 0, 0], [0.5, 0.0, 0.5])
-        for name, radius, length in (("forearm", 0.03, 0.3), ("upper_arm", 0.038, 0.3)):
-            v = c.createVisualShape(pb.GEOM_CAPSULE, radius=radius, length=length)
+        for name, radius in (("forearm", 0.03), ("upper_arm", 0.038)):
+            v = c.createVisualShape(pb.GEOM_CAPSULE, radius=radius, length=ARM_SEGMENT)
             self.world.create_body(name, -1, v, np.array([0.0, 0.0, 2.0]))
-        self.segment_length = 0.3
 
     def record(self, rng: np.random.Generator, family: TaskFamily, task: TaskSpec, arrangement: Arrangement) -> tuple[np.ndarray, dict]:
         """Frames (T, H, W, 3) of one human execution and whether the task was achieved in the simulator."""
@@ -149,7 +149,7 @@ class HumanScene:
         """Forearm from the wrist, upper arm to the shoulder, with the elbow bent upward."""
         wrist = self.world.position("hand") + [0, 0, 0.02]
         reach = np.linalg.norm(shoulder - wrist)
-        bend = np.sqrt(max(self.segment_length**2 - (min(reach, 2 * self.segment_length) / 2) ** 2, 0.0))
+        bend = np.sqrt(max(ARM_SEGMENT**2 - (min(reach, 2 * ARM_SEGMENT) / 2) ** 2, 0.0))
         elbow = (wrist + shoulder) / 2 + [0, 0, bend]
         for name, a, b in (("forearm", wrist, elbow), ("upper_arm", elbow, shoulder)):
             self.world.set_pose(name, (a + b) / 2, _z_towards(b - a))
