@@ -49,6 +49,11 @@ class MetaConfig:
     # measured by launch/bench_meta.py: on CPU the loop, at half the memory; on an H200 vmap, ~3x the loop)
     task_batching: str = "auto"
     meta_lr: float = 1e-3  # Adam learning rate of the outer update
+    # Parameters the inner step adapts, by name or dotted prefix (e.g. ("fc", "head", "bias_transform")); empty =
+    # all of them (MAML). The others are still meta-learned, but the inner gradient and its second-order terms
+    # stop short of them: adapting only the layers after the conv trunk (ANIL, Raghu et al. 2020) costs about a
+    # third of a full second-order step here (launch/bench_meta.py).
+    adapt_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.task_batching not in TASK_BATCHING:
@@ -100,7 +105,7 @@ class MetaLearner(nn.Module):
         self.model = model
         self.inner_loss = inner_loss  # registered as a submodule (and meta-learned) when it is an nn.Module
         self.outer_loss = outer_loss
-        self.param_names = [name for name, p in model.named_parameters() if p.requires_grad]
+        self.param_names = _adapted_names(model, cfg.adapt_only)
         first = next(model.parameters())
         lrs = torch.full((len(self.param_names),), cfg.inner_lr, dtype=first.dtype, device=first.device)
         if cfg.learn_inner_lr:
@@ -111,7 +116,10 @@ class MetaLearner(nn.Module):
         self.optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=cfg.meta_lr)
 
     def params(self) -> Params:
-        """The model parameters that the inner loop adapts (the meta-learned initialisation), by name."""
+        """The model parameters that the inner loop adapts (the meta-learned initialisation), by name.
+
+        Parameters left out (``cfg.adapt_only``) are taken from the model by ``functional_call``.
+        """
         named = dict(self.model.named_parameters())
         return {name: named[name] for name in self.param_names}
 
@@ -215,13 +223,15 @@ class MetaLearner(nn.Module):
         return self._loss_stats(torch.stack(outer), torch.stack(inner))
 
     def _fast_second_order(self) -> bool:
-        """Second order over the task loop on CPU: conv derivatives that avoid PyTorch's slow conv double
-        backward (``FastConvDerivatives``, ~20% of a step), inner gradients by ``torch.autograd.grad``."""
+        """Second order over the task loop on CPU: inner gradients by ``torch.autograd.grad``."""
         second_order = self.cfg.inner_steps > 0 and not self.cfg.first_order
         return second_order and self._task_batching() == "loop" and self.inner_lrs.device.type == "cpu"
 
     def _conv_kernels(self) -> contextlib.AbstractContextManager:
-        return FastConvDerivatives() if self._fast_second_order() else contextlib.nullcontext()
+        """Conv derivatives that avoid PyTorch's slow conv double backward (``FastConvDerivatives``, ~20% of a full
+        second-order step), when conv weights are adapted; otherwise they only add dispatch costs (ANIL)."""
+        through_conv = _adapts_a_conv(self.model, self.param_names)
+        return FastConvDerivatives() if self._fast_second_order() and through_conv else contextlib.nullcontext()
 
     def _task_batching(self) -> str:
         if self.cfg.task_batching == "auto":
@@ -289,6 +299,30 @@ class MetaLearner(nn.Module):
                     "the outer loss only through the inner gradient, which first order treats as a constant). "
                     "Use second order to learn it, or freeze it explicitly: inner_loss.requires_grad_(False)."
                 )
+
+
+def _adapted_names(model: nn.Module, adapt_only: tuple[str, ...]) -> list[str]:
+    """Names of the trainable parameters matched by ``adapt_only`` (a name or a dotted prefix); all if empty."""
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    if not adapt_only:
+        return names
+    matches = {key: [n for n in names if n == key or n.startswith(key + ".")] for key in adapt_only}
+    unknown = [key for key, found in matches.items() if not found]
+    if unknown:
+        tops = sorted({n.split(".")[0] for n in names})
+        raise ValueError(f"adapt_only names {unknown} match no trainable parameter of the model (its top-level names: {tops})")
+    return [n for n in names if any(n in found for found in matches.values())]
+
+
+def _adapts_a_conv(model: nn.Module, adapted: list[str]) -> bool:
+    """Whether a conv layer's own parameters are adapted (so second order differentiates a conv backward).
+
+    A speed choice only: with an adapted parameter upstream of a conv but none of its own (rare), the fast
+    kernels would also help and are not used; the gradients are the same either way.
+    """
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    conv_params = {id(p) for m in model.modules() if isinstance(m, convs) for p in m.parameters()}
+    return any(id(p) in conv_params for name, p in model.named_parameters() if name in adapted)
 
 
 def _norm(tensors: list[Tensor], zero: Tensor) -> Tensor:

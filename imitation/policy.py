@@ -46,6 +46,10 @@ GPU_POLICY = PolicyConfig(
 )
 
 
+# The parameters after the conv trunk: the set an ANIL-style inner step adapts (MetaConfig.adapt_only).
+POLICY_HEAD = ("bias_transform", "fc", "head")
+
+
 class PolicyOutput(NamedTuple):
     actions: Tensor  # (..., action_dim)
     features: Tensor  # (..., fc_sizes[-1]): last hidden layer, the input of the learned adaptation loss

@@ -26,7 +26,7 @@ import torch
 from imitation.bc import build_imitation_learner, imitation_batch
 from imitation.layers import FastConvDerivatives
 from imitation.maml import MetaBatch, MetaConfig, MetaLearner
-from imitation.policy import GPU_POLICY, PolicyConfig
+from imitation.policy import GPU_POLICY, POLICY_HEAD, PolicyConfig
 
 VARIANTS = (
     "second_order_loop", "second_order_vmap", "first_order_loop", "first_order_vmap", "higher_loop",
@@ -56,7 +56,8 @@ def higher_step(base: MetaLearner) -> Callable[[MetaBatch], None]:
 
     base.inner_loss.requires_grad_(True)
     meta_opt = torch.optim.Adam(list(base.model.parameters()) + list(base.inner_loss.parameters()), base.cfg.meta_lr)
-    inner_opt = torch.optim.SGD(base.model.parameters(), lr=base.cfg.inner_lr)
+    # higher differentiates the inner loss with respect to every parameter and updates those of this optimizer
+    inner_opt = torch.optim.SGD(list(base.params().values()), lr=base.cfg.inner_lr)
     clip = base.cfg.inner_grad_clip
 
     def clipped(grads: list) -> list:
@@ -142,7 +143,8 @@ def setup(args: argparse.Namespace) -> tuple[MetaLearner, MetaBatch]:
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     policy_cfg = GPU_POLICY if args.policy == "gpu" else PolicyConfig()
-    learner = build_imitation_learner(policy_cfg, meta_cfg=MetaConfig(), generator=generator).to(args.device)
+    meta_cfg = MetaConfig(adapt_only=POLICY_HEAD if args.adapt == "head" else ())
+    learner = build_imitation_learner(policy_cfg, meta_cfg=meta_cfg, generator=generator).to(args.device)
     return learner, make_batch(learner, args.tasks, args.frames, args.device, generator)
 
 
@@ -159,7 +161,7 @@ def peak_memory_mib(args: argparse.Namespace, variant: str) -> float:
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
     cmd = [sys.executable, "-m", "launch.bench_meta", "--memory-of", variant, "--threads", str(args.threads)]
-    cmd += ["--tasks", str(args.tasks), "--frames", str(args.frames), "--policy", args.policy]
+    cmd += ["--tasks", str(args.tasks), "--frames", str(args.frames), "--policy", args.policy, "--adapt", args.adapt]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)["peak_mib"]
 
 
@@ -185,6 +187,10 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=4, help="tasks per meta-batch")
     parser.add_argument("--frames", type=int, default=50, help="frames per video and per demo")
     parser.add_argument("--policy", default="default", choices=("default", "gpu"), help="PolicyConfig or GPU_POLICY")
+    parser.add_argument(
+        "--adapt", default="all", choices=("all", "head"),
+        help="parameters the inner step adapts: all (MAML) or the layers after the conv trunk (ANIL, meta=anil)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument(
@@ -204,6 +210,7 @@ def main() -> None:
     n_params = sum(p.numel() for p in base.model.parameters())
     print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} policy={n_params} params")
     h, w = base.model.cfg.image_size
+    print(f"inner step adapts: {args.adapt} ({len(base.param_names)} of {len(list(base.model.parameters()))} tensors)")
     print(f"batch: {args.tasks} tasks x ({args.frames}-frame video + {args.frames}-frame demo), {h}x{w} uint8")
     print(f"times: minimum of {args.repeats} interleaved rounds, {'process CPU time' if args.cpu_time else 'wall time'}")
 

@@ -12,7 +12,7 @@ from imitation.adaptation_loss import AdaptationLossConfig
 from imitation.bc import BCLossConfig, build_imitation_learner, imitation_batch
 from imitation.layers import FastConvDerivatives, convolution
 from imitation.maml import MetaBatch, MetaConfig, MetaLearner, NonFiniteLossError
-from imitation.policy import PolicyConfig
+from imitation.policy import POLICY_HEAD, PolicyConfig
 
 TINY_POLICY = PolicyConfig(
     image_size=(8, 8), conv_filters=(3, 4), conv_kernel=3, conv_strides=(2, 2), fc_sizes=(6, 5), bias_transform_dim=2
@@ -41,10 +41,10 @@ def meta_gradient(learner: MetaLearner, batch: MetaBatch) -> list[torch.Tensor]:
     return list(torch.autograd.grad(loss, meta_parameters(learner)))
 
 
-@pytest.mark.parametrize("inner_steps", [1, 2])
-def test_meta_gradient_matches_finite_differences(inner_steps: int) -> None:
+@pytest.mark.parametrize("inner_steps, adapt_only", [(1, ()), (2, ()), (2, POLICY_HEAD)])
+def test_meta_gradient_matches_finite_differences(inner_steps: int, adapt_only: tuple[str, ...]) -> None:
     """Second order, learned loss and learned inner lrs: directional derivatives vs central differences."""
-    cfg = MetaConfig(inner_steps=inner_steps, inner_lr=0.3, learn_inner_lr=True, inner_grad_clip=None)
+    cfg = MetaConfig(inner_steps=inner_steps, inner_lr=0.3, learn_inner_lr=True, inner_grad_clip=None, adapt_only=adapt_only)
     learner, batch = tiny_learner(cfg)
     params = meta_parameters(learner)
     grads = meta_gradient(learner, batch)
@@ -67,9 +67,9 @@ def test_meta_gradient_matches_finite_differences(inner_steps: int) -> None:
         assert analytic.item() == pytest.approx(numeric.item(), rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-def test_vmap_matches_loop(dtype: torch.dtype, tol: float) -> None:
-    cfg = MetaConfig(inner_steps=2, learn_inner_lr=True, inner_grad_clip=0.05, task_batching="loop")
+@pytest.mark.parametrize("dtype, tol, adapt_only", [(torch.float64, 1e-10, ()), (torch.float32, 1e-5, ()), (torch.float64, 1e-10, POLICY_HEAD)])
+def test_vmap_matches_loop(dtype: torch.dtype, tol: float, adapt_only: tuple[str, ...]) -> None:
+    cfg = MetaConfig(inner_steps=2, learn_inner_lr=True, inner_grad_clip=0.05, task_batching="loop", adapt_only=adapt_only)
     loop, batch = tiny_learner(cfg, dtype)
     vmapped = MetaLearner(loop.model, loop.inner_loss, loop.outer_loss, replace(cfg, task_batching="vmap"))
     vmapped.inner_lrs = loop.inner_lrs
@@ -139,6 +139,26 @@ def test_adapt_at_test_time_under_no_grad() -> None:
     assert set(adapted) == set(dict(learner.model.named_parameters()))
     assert after.shape == before.shape and not torch.allclose(after, before)
     assert all(not p.requires_grad for p in adapted.values())
+
+
+def test_adapt_only_adapts_the_head_and_meta_learns_everything() -> None:
+    learner, batch = tiny_learner(MetaConfig(inner_lr=0.5, adapt_only=POLICY_HEAD), dtype=torch.float32)
+    assert {name.split(".")[0] for name in learner.params()} == set(POLICY_HEAD)
+    assert len(learner.inner_lrs) == len(learner.params())
+    with torch.no_grad():
+        adapted = learner.adapt(learner.model.video_inputs(batch.support_inputs[0][0]))
+    assert set(adapted) == set(learner.params())
+    # The action layer is after the features that the video loss sees: its inner gradient is zero.
+    changed = {name for name, p in learner.params().items() if not torch.equal(adapted[name], p)}
+    assert changed == {name for name in learner.params() if not name.startswith("head.")}
+    before = {name: p.detach().clone() for name, p in learner.model.named_parameters()}
+    learner.meta_step(batch)
+    assert all(not torch.equal(before[name], p) for name, p in learner.model.named_parameters())  # trunk included
+
+
+def test_adapt_only_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match=r"\['fcc'\] match no trainable parameter"):
+        tiny_learner(MetaConfig(adapt_only=("fc", "fcc")))
 
 
 # ----- convolutions with fast second derivatives (imitation.layers.convolution, used by second-order MAML on CPU)
