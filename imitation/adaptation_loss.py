@@ -1,7 +1,10 @@
-"""Learned adaptation losses: a scalar computed from the policy's per-frame features on a video alone.
+"""How a video adapts the policy, from the policy's per-frame features on the video alone.
 
-They are trained only through the MAML meta-gradient (see ``imitation.maml``), which needs second order:
-with first-order MAML their weights get exactly zero gradient.
+The learned adaptation losses (``temporal``, ``linear``) give a scalar whose gradient step adapts the policy
+(DAML); they are trained only through the MAML meta-gradient (see ``imitation.maml``), which needs second
+order: with first-order MAML their weights get exactly zero gradient. The ``encoder`` kind is the black-box
+baseline: the same temporal convolutions read the same features and output the policy's bias-transform vector
+directly, with no loss and no gradient step (``imitation.video_conditioned``).
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ from torch import Tensor, nn
 from imitation.layers import ChannelNorm
 from imitation.policy import PolicyOutput
 
-LOSS_KINDS = ("temporal", "linear")
+LOSS_KINDS = ("temporal", "linear", "encoder")
 
 
 @dataclass(frozen=True)
 class AdaptationLossConfig:
     """The learned loss. Defaults follow DAML: two k=10, 32-filter temporal convs, then a k=1 conv to 7 outputs."""
 
-    kind: str = "temporal"  # "temporal" (1-D conv net over time) or "linear" (ablation: per-frame linear map)
+    # "temporal" (1-D conv net over time), "linear" (ablation: per-frame linear map), or "encoder" (black-box
+    # baseline: the temporal net's outputs, averaged over time, are the bias-transform vector; `outputs` is ignored)
+    kind: str = "temporal"
     channels: int = 32  # filters of each temporal conv layer
     kernel_size: int = 10  # temporal extent (frames) of each conv layer
     layers: int = 2  # temporal conv layers before the k=1 output conv
@@ -33,29 +38,51 @@ class AdaptationLossConfig:
             raise ValueError(f"kind must be one of {LOSS_KINDS}, got {self.kind!r}")
 
 
+def temporal_conv_net(feature_dim: int, cfg: AdaptationLossConfig, outputs: int) -> nn.Sequential:
+    """(N, F, T) -> (N, outputs, T): [conv1d(k) -> norm -> ReLU] x layers -> conv1d(1)."""
+    blocks: list[nn.Module] = []
+    channels = feature_dim
+    for _ in range(cfg.layers):
+        blocks += [
+            # Explicit "same" padding: torch's padding="same" copies the input for even kernels.
+            nn.ConstantPad1d(((cfg.kernel_size - 1) // 2, cfg.kernel_size // 2), 0.0),
+            nn.Conv1d(channels, cfg.channels, cfg.kernel_size),
+            ChannelNorm(cfg.channels, cfg.norm),
+            nn.ReLU(),
+        ]
+        channels = cfg.channels
+    blocks.append(nn.Conv1d(channels, outputs, 1))
+    return nn.Sequential(*blocks)
+
+
+def _time_last(features: Tensor) -> Tensor:
+    """(..., T, F) -> (N, F, T)."""
+    return features.reshape(-1, *features.shape[-2:]).transpose(1, 2)
+
+
 class TemporalConvLoss(nn.Module):
-    """(..., T, F) features -> scalar: [conv1d(k) -> norm -> ReLU] x layers -> conv1d(1) -> mean of squares."""
+    """(..., T, F) features -> scalar: the mean of squares of ``temporal_conv_net``'s outputs."""
 
     def __init__(self, feature_dim: int, cfg: AdaptationLossConfig = AdaptationLossConfig()) -> None:
         super().__init__()
         self.scale = cfg.scale
-        blocks: list[nn.Module] = []
-        channels = feature_dim
-        for _ in range(cfg.layers):
-            blocks += [
-                # Explicit "same" padding: torch's padding="same" copies the input for even kernels.
-                nn.ConstantPad1d(((cfg.kernel_size - 1) // 2, cfg.kernel_size // 2), 0.0),
-                nn.Conv1d(channels, cfg.channels, cfg.kernel_size),
-                ChannelNorm(cfg.channels, cfg.norm),
-                nn.ReLU(),
-            ]
-            channels = cfg.channels
-        blocks.append(nn.Conv1d(channels, cfg.outputs, 1))
-        self.net = nn.Sequential(*blocks)
+        self.net = temporal_conv_net(feature_dim, cfg, cfg.outputs)
 
     def forward(self, features: Tensor) -> Tensor:
-        x = features.reshape(-1, *features.shape[-2:]).transpose(1, 2)  # (N, F, T)
-        return self.scale * self.net(x).square().mean()
+        return self.scale * self.net(_time_last(features)).square().mean()
+
+
+class TemporalVideoEncoder(nn.Module):
+    """(T, F) features of one video -> (embedding_dim,): ``temporal_conv_net``'s outputs averaged over time."""
+
+    def __init__(self, feature_dim: int, embedding_dim: int, cfg: AdaptationLossConfig = AdaptationLossConfig(kind="encoder")) -> None:
+        super().__init__()
+        self.net = temporal_conv_net(feature_dim, cfg, embedding_dim)
+
+    def forward(self, features: Tensor) -> Tensor:
+        if features.dim() != 2:
+            raise ValueError(f"the encoder reads one video's (T, F) features, got shape {tuple(features.shape)}")
+        return self.net(_time_last(features)).mean(dim=-1)[0]
 
 
 class LinearFeatureLoss(nn.Module):
@@ -71,6 +98,9 @@ class LinearFeatureLoss(nn.Module):
 
 
 def build_adaptation_loss(feature_dim: int, cfg: AdaptationLossConfig = AdaptationLossConfig()) -> nn.Module:
+    """A learned loss (``temporal`` or ``linear``); the ``encoder`` kind is built by ``build_imitation_learner``."""
+    if cfg.kind == "encoder":
+        raise ValueError("kind='encoder' is not a loss: build it with imitation.bc.build_imitation_learner")
     return TemporalConvLoss(feature_dim, cfg) if cfg.kind == "temporal" else LinearFeatureLoss(feature_dim, cfg)
 
 

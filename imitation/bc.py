@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from imitation.adaptation_loss import AdaptationLossConfig, VideoAdaptationLoss, build_adaptation_loss
+from imitation.adaptation_loss import (AdaptationLossConfig, TemporalVideoEncoder, VideoAdaptationLoss,
+                                       build_adaptation_loss)
 from imitation.layers import init_parameters
 from imitation.maml import MetaBatch, MetaConfig, MetaLearner
 from imitation.policy import Policy, PolicyConfig, PolicyOutput
+from imitation.video_conditioned import VideoConditionedLearner
 
 GRIPPER_LOSSES = ("bce", "mse")
 
@@ -72,7 +74,13 @@ def build_imitation_learner(
     *,
     generator: torch.Generator,
 ) -> MetaLearner:
-    """Policy + learned video loss + BC outer loss in one MetaLearner; ``generator`` seeds the initial weights."""
+    """Policy + learned video loss + BC outer loss in one MetaLearner; ``generator`` seeds the initial weights.
+
+    With ``loss_cfg.kind="encoder"``: the black-box baseline, a ``VideoConditionedLearner`` (no loss, no step).
+    """
     policy = init_parameters(Policy(policy_cfg), generator)
+    if loss_cfg.kind == "encoder":
+        encoder = init_parameters(TemporalVideoEncoder(policy.feature_dim, policy_cfg.bias_transform_dim, loss_cfg), generator)
+        return VideoConditionedLearner(policy, encoder, BehaviourCloningLoss(bc_cfg), meta_cfg)
     inner = init_parameters(VideoAdaptationLoss(build_adaptation_loss(policy.feature_dim, loss_cfg)), generator)
     return MetaLearner(policy, inner, BehaviourCloningLoss(bc_cfg), meta_cfg)

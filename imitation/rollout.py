@@ -33,6 +33,7 @@ from imitation.bc import BehaviourCloningLoss
 from imitation.checkpoint import CheckpointInfo, load_checkpoint
 from imitation.maml import MetaLearner, Params
 from imitation.video import MIN_LENGTH_FRACTION, fit_frames, prepare_video, read_video
+from imitation.video_conditioned import VideoConditionedLearner
 
 Actor = Callable[[dict[str, np.ndarray]], np.ndarray]  # observation -> action (4,)
 
@@ -129,6 +130,9 @@ class Rollout:
 
     def adapt_on_demo(self, images: np.ndarray, states: np.ndarray, actions: np.ndarray, inner_steps: int | None = None) -> Params:
         """The MIL setting: the same inner update, on the behaviour-cloning loss of one robot demo with actions."""
+        if isinstance(self.learner, VideoConditionedLearner):
+            raise ValueError("adaptation on a robot demo needs a gradient-adapted (DAML) checkpoint; this one is the "
+                             "black-box video encoder (adaptation_loss.kind=encoder), which takes no inner step")
         k = self.frame_stride
         images = fit_frames(np.asarray(images[::k], dtype=np.uint8), self.image_size)
         inputs = (torch.from_numpy(images), torch.as_tensor(states[::k], dtype=torch.float32))
@@ -146,7 +150,7 @@ class Rollout:
         """
         steps = self.inner_steps if inner_steps is None else inner_steps
         cfg = replace(self.learner.cfg, inner_steps=steps, learn_inner_lr=False)
-        adapter = MetaLearner(self.model, inner_loss, self.learner.outer_loss, cfg)
+        adapter = type(self.learner)(self.model, inner_loss, self.learner.outer_loss, cfg)
         adapter.inner_lrs.copy_(self.learner.inner_lrs.detach())
         return adapter
 

@@ -28,6 +28,7 @@ from imitation.maml import MetaLearner
 from imitation.policy import GPU_POLICY, PolicyConfig
 from imitation.train import NonFiniteTrainingError, TrainConfig, TrainingError, train
 from imitation.tracking import frame_strip
+from imitation.video_conditioned import VideoConditionedLearner
 from launch.train import CONF_DIR, run_id
 
 BIN = Path(sys.executable).parent
@@ -147,6 +148,20 @@ def test_resume_is_exact(train_data: Path, tmp_path: Path) -> None:
     assert pa["optimizer"]["state"][0]["step"] == pb["optimizer"]["state"][0]["step"] == 5
     assert [m["step"] for m in read_metrics(tmp_path / "split")] == [2, 4, 5]
     assert len(json.loads((tmp_path / "split" / "run.json").read_text())["starts"]) == 2
+
+
+@pytest.mark.parametrize("overrides, learner_type, adapted", [
+    (("meta=anil",), MetaLearner, {"bias_transform", "fc", "head"}),
+    (("adaptation_loss.kind=encoder",), VideoConditionedLearner, {"bias_transform"}),
+])
+def test_anil_and_black_box_train_and_reload(train_data: Path, tmp_path: Path, overrides: tuple[str, ...],
+                                             learner_type: type, adapted: set[str]) -> None:
+    """The ANIL meta-learner and the black-box baseline train through the same job and come back from their checkpoints."""
+    result = train(config(train_data, tmp_path / "r", "steps=20", "log_every=5", "val_every=20", "meta.meta_lr=0.01", *overrides))
+    losses = [m["train/outer_loss"] for m in read_metrics(tmp_path / "r")]
+    assert losses[-1] < 0.6 * losses[0], losses
+    learner, _, _ = load_checkpoint(result.checkpoint)
+    assert type(learner) is learner_type and {name.split(".")[0] for name in learner.params()} == adapted
 
 
 def test_resume_refusals(train_data: Path, tmp_path: Path) -> None:

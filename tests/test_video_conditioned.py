@@ -1,0 +1,53 @@
+"""The black-box baseline: a video encoder writes the policy's bias transform; plain BC trains it."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from imitation.adaptation_loss import build_adaptation_loss
+from imitation.maml import MetaConfig
+from imitation.video_conditioned import CONDITIONED, VideoConditionedLearner
+from tests.test_maml import TINY_LOSS, tiny_learner
+
+ENCODER = replace(TINY_LOSS, kind="encoder")
+
+
+def test_the_video_sets_the_bias_transform_and_nothing_else() -> None:
+    learner, batch = tiny_learner(MetaConfig(learn_inner_lr=True, inner_steps=3), torch.float64, ENCODER)
+    assert isinstance(learner, VideoConditionedLearner) and learner.param_names == [CONDITIONED]
+    videos = batch.support_inputs[0]
+    with torch.no_grad():
+        a, b = (learner.adapt(learner.model.video_inputs(videos[i])) for i in (0, 1))
+    assert set(a) == {CONDITIONED} and a[CONDITIONED].shape == learner.model.bias_transform.shape
+    assert not torch.allclose(a[CONDITIONED], b[CONDITIONED])  # another video, another embedding
+    images, states = batch.query_inputs[0][0], batch.query_inputs[1][0]
+    with torch.no_grad():
+        assert not torch.allclose(functional_call(learner.model, a, (images, states)).actions, learner.model(images, states).actions)
+
+
+def test_training_is_behaviour_cloning_through_the_encoder() -> None:
+    learner, batch = tiny_learner(MetaConfig(), torch.float64, ENCODER)
+    before = {name: p.detach().clone() for name, p in learner.named_parameters()}
+    first = learner.evaluate(batch)
+    assert set(first) == {"outer_loss_pre", "outer_loss_post"}
+    for _ in range(20):
+        stats = learner.meta_step(batch)
+    assert set(stats) == {"outer_loss", "grad_norm", "grad_norm_model", "grad_norm_inner_loss"}
+    assert stats["grad_norm_inner_loss"] > 0
+    assert all(not torch.equal(before[name], p) for name, p in learner.named_parameters() if name != "model.bias_transform")
+    assert learner.evaluate(batch)["outer_loss_post"] < first["outer_loss_post"]
+
+
+def test_vmap_matches_loop() -> None:
+    loop, batch = tiny_learner(MetaConfig(task_batching="loop"), torch.float64, ENCODER)
+    vmapped = VideoConditionedLearner(loop.model, loop.inner_loss, loop.outer_loss, replace(loop.cfg, task_batching="vmap"))
+    a, b = loop.meta_loss(batch)[0], vmapped.meta_loss(batch)[0]
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert loop.evaluate(batch) == pytest.approx(vmapped.evaluate(batch), rel=1e-10)
+
+
+def test_the_encoder_is_not_a_loss() -> None:
+    with pytest.raises(ValueError, match="not a loss"):
+        build_adaptation_loss(4, ENCODER)
