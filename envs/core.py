@@ -149,8 +149,7 @@ class OneShotEnv(gym.Env):
         """The scripted expert's action for the current state (privileged: it knows the target)."""
         if self.task is None:
             raise RuntimeError("call reset() before expert_action()")
-        ee = self.robot.ee_position()
-        waypoint = self.family.expert_waypoint(EpisodeView(self.world, self.task, self.arrangement, ee, self.holding))
+        waypoint = self.family.expert_waypoint(self._view())
         # aim from the commanded target, not the measured position, so the arm does not creep under load
         velocity = np.clip((waypoint.position - self.robot.target) / MAX_STEP, -1.0, 1.0)
         return np.array([*velocity, -1.0 if waypoint.grip else 1.0], dtype=np.float32)
@@ -201,7 +200,13 @@ class OneShotEnv(gym.Env):
         return {
             "is_success": self.family.success(self._history),
             "task": self.task.to_dict(),
+            # the candidate the behaviour went for (TaskFamily.chosen_object): a policy that ignores the video picks
+            # the target in about 1 / len(task.objects) episodes
+            "chosen_object": self.family.chosen_object(self._view()),
         }
+
+    def _view(self) -> EpisodeView:
+        return EpisodeView(self.world, self.task, self.arrangement, self.robot.ee_position(), self.holding)
 
     def _update_grasp_assist(self) -> None:
         """Fingers that close on an object hold it with a fixed constraint (a grasp assist, like ravens' suction).

@@ -47,6 +47,7 @@ class Episode:
     success: bool  # info["is_success"] after the last step, as for the collected demos
     steps: int
     first_success_step: int | None  # 1-based step at which is_success first held, None if never
+    chosen_object: int  # the candidate object it went for, at the end (info["chosen_object"]; target or distractor)
     states: np.ndarray  # float32 (steps + 1, 11)
     actions: np.ndarray  # float32 (steps, 4)
     frames: np.ndarray | None  # uint8 (steps + 1, H, W, 3), None when not kept
@@ -68,7 +69,8 @@ def run_episode(env: gym.Env, act: Actor, task: envs.TaskSpec | dict, seed: int,
         if first_success is None and info["is_success"]:
             first_success = len(actions)
     return Episode(task=env.unwrapped.task.to_dict(), seed=seed, success=bool(info["is_success"]), steps=len(actions),
-                   first_success_step=first_success, states=np.stack(states).astype(np.float32), actions=np.stack(actions),
+                   first_success_step=first_success, chosen_object=int(info["chosen_object"]),
+                   states=np.stack(states).astype(np.float32), actions=np.stack(actions),
                    frames=np.stack(frames) if keep_frames else None)
 
 

@@ -16,14 +16,15 @@ FAMILIES = list(envs.ENV_IDS)
 EXPERT_SEEDS = range(1000, 1008)
 
 
-def run_expert(env, seed: int) -> tuple[bool, int]:
+def run_expert(env, seed: int) -> tuple[bool, int, bool]:
+    """(success, steps, whether the object nearest the effector at the end is the target)."""
     env.reset(seed=seed)
     steps, done = 0, False
     while not done:
         _, _, terminated, truncated, info = env.step(env.unwrapped.expert_action())
         steps += 1
         done = terminated or truncated
-    return bool(info["is_success"]), steps
+    return bool(info["is_success"]), steps, info["chosen_object"] == env.unwrapped.task.target
 
 
 @pytest.mark.parametrize("env_id", list(envs.ENV_IDS.values()))
@@ -69,9 +70,10 @@ def test_observation_layout(family, make_env):
 def test_expert_succeeds(family, make_env):
     env = make_env(family)
     results = [run_expert(env, seed) for seed in EXPERT_SEEDS]
-    successes = sum(ok for ok, _ in results)
+    successes = sum(ok for ok, _, _ in results)
     assert successes >= len(results) - 1, f"{family} expert: {successes}/{len(results)}"
-    assert all(steps == env.unwrapped.max_episode_steps for _, steps in results)
+    assert all(steps == env.unwrapped.max_episode_steps for _, steps, _ in results)
+    assert all(went_for_target for ok, _, went_for_target in results if ok)  # info["chosen_object"] names its choice
 
 
 @pytest.mark.parametrize("family", FAMILIES)

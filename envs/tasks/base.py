@@ -74,9 +74,28 @@ class TaskFamily(ABC):
     def human_plan(self, rng: np.random.Generator, world: World, task: TaskSpec, arrangement: Arrangement) -> list[Waypoint]:
         """Hand waypoints for a human-like execution; grip=True holds the target in the hand."""
 
+    def chosen_object(self, view: EpisodeView) -> int:
+        """The candidate object the behaviour went for (the target or a distractor), whether or not it succeeded:
+        the one nearest the effector. Families that move objects take the one moved farthest instead."""
+        return nearest_object(view)
+
     def _advance_when(self, reached: bool) -> None:
         if reached:
             self.phase += 1
+
+
+MOVED = 0.02  # metres: an object displaced farther than this from where it was placed has been moved
+
+
+def nearest_object(view: EpisodeView) -> int:
+    distances = [np.linalg.norm(view.ee - view.object_position(i)) for i in range(len(view.task.objects))]
+    return int(np.argmin(distances))
+
+
+def moved_object(view: EpisodeView) -> int:
+    """The object moved farthest (in x, y) from where it was placed; the nearest one if none has moved."""
+    moved = [np.linalg.norm(view.object_position(i)[:2] - start[:2]) for i, start in enumerate(view.arrangement.objects)]
+    return int(np.argmax(moved)) if max(moved) > MOVED else nearest_object(view)
 
 
 def reached(ee: np.ndarray, target: np.ndarray, tol: float = 0.012) -> bool:

@@ -7,7 +7,7 @@ import numpy as np
 from envs.bullet import World
 from envs.scene import Arrangement, container_name, inside_container, object_name, sample_positions
 from envs.task_spec import TaskSpec
-from envs.tasks.base import EpisodeView, TaskFamily, Waypoint, jitter, reached
+from envs.tasks.base import EpisodeView, TaskFamily, Waypoint, jitter, moved_object, reached
 
 CARRY_HEIGHT = 0.16
 GRASP_FRAMES = 3
@@ -17,6 +17,7 @@ class PickPlace(TaskFamily):
     name = "pick_place"
     max_steps = 70
     success_rule = "target's centre inside the target container's footprint, below its rim, and released"
+    chosen_object = staticmethod(moved_object)
 
     def __init__(self) -> None:
         super().__init__()

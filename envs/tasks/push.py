@@ -7,7 +7,7 @@ import numpy as np
 from envs.bullet import World
 from envs.scene import GOAL_RADIUS, Arrangement, object_name, sample_positions
 from envs.task_spec import TaskSpec
-from envs.tasks.base import EpisodeView, TaskFamily, Waypoint, jitter, reached
+from envs.tasks.base import EpisodeView, TaskFamily, Waypoint, jitter, moved_object, reached
 
 INSIDE_STEPS = 10
 PUSH_HEIGHT = 0.02
@@ -22,6 +22,7 @@ class Push(TaskFamily):
     name = "push"
     max_steps = 60
     success_rule = f"target's centre within {GOAL_RADIUS} m (x and y) of the goal's centre for at least {INSIDE_STEPS} steps"
+    chosen_object = staticmethod(moved_object)
 
     def arrange(self, rng: np.random.Generator, task: TaskSpec) -> Arrangement:
         for _ in range(1000):
