@@ -38,8 +38,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -51,7 +52,7 @@ import envs
 from demos.collect import record_demo, record_video
 from demos.export import write_mp4
 from demos.format import DatasetError, code_version, read_manifest
-from demos.pool import report, run_spawned
+from demos.pool import SpawnedPool, report
 from envs.task_spec import NUM_CONTAINERS, NUM_OBJECTS
 from imitation.eval_report import Row, bar_plot, markdown_table, summarise, write_png
 from imitation.maml import Params
@@ -199,6 +200,14 @@ class TaskSkipped(Exception):
     """No successful demonstration could be made for a task."""
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A task left out of the evaluation: `results.json`'s `skipped_tasks` entry."""
+
+    task_index: int
+    reason: str
+
+
 def demonstrate(cfg: EvalConfig, plan: TaskPlan, env: gym.Env) -> Demonstration:
     """The task's video (and robot demo): from the dataset, or drawn from the evaluation stream until one succeeds."""
     if plan.dataset_task is not None:
@@ -228,6 +237,7 @@ class Workspace:
 
     def __init__(self, cfg: EvalConfig) -> None:
         self.rollouts = {name: Rollout.from_checkpoint(path) for name, path in cfg.named_checkpoints().items()}
+        self.first = next(iter(self.rollouts.values()))  # the one the demonstrations and the baselines use
         self._envs: dict[str, gym.Env] = {}
         self.split = cfg.split
 
@@ -250,43 +260,46 @@ def adapted_params(rollout: Rollout, variant: Variant, demo: Demonstration) -> P
     return rollout.initial_params()
 
 
-def evaluate_task(cfg: EvalConfig, plan: TaskPlan, workspace: Workspace, progress: Callable[[], None]) -> dict:
-    """Every variant on one task: adapt once, deploy `trials` times. {"episodes": [...]} or {"skipped": reason}."""
-    first = next(iter(workspace.rollouts.values()))
+def demonstration_job(cfg: EvalConfig, plan: TaskPlan, workspace: Workspace, progress: Callable[[], None]) -> Demonstration | Skipped:
+    """The task's demonstration, or why the task is skipped (its episodes then count as done for `progress`)."""
     try:
-        demo = demonstrate(cfg, plan, workspace.env(first))
+        return demonstrate(cfg, plan, workspace.env(workspace.first))
     except TaskSkipped as e:
         log.warning("task %d skipped: %s", plan.index, e)
         for _ in range(len(variants(cfg)) * cfg.trials):
             progress()
-        return {"task_index": plan.index, "skipped": str(e)}
+        return Skipped(plan.index, str(e))
+
+
+def deploy_job(cfg: EvalConfig, plan: TaskPlan, variant: Variant, demo: Demonstration, workspace: Workspace,
+               progress: Callable[[], None]) -> list[dict]:
+    """One variant on one task: adapt once from the task's demonstration, deploy `trials` times; the episode records."""
+    rollout = workspace.rollouts.get(variant.checkpoint, workspace.first)
+    env = workspace.env(rollout)
+    act: Optional[Actor] = None
+    steps_used = None  # inner steps actually taken (None for the methods without a model)
+    if variant.method in MODEL_METHODS:
+        act = rollout.actor(adapted_params(rollout, variant, demo))
+        steps_used = 0 if variant.method == "none" else (rollout.inner_steps if variant.inner_steps is None else variant.inner_steps)
     episodes = []
-    for variant in variants(cfg):
-        rollout = workspace.rollouts.get(variant.checkpoint, first)
-        env = workspace.env(rollout)
-        act: Optional[Actor] = None
-        steps_used = None  # inner steps actually taken (None for the methods without a model)
-        if variant.method in MODEL_METHODS:
-            act = rollout.actor(adapted_params(rollout, variant, demo))
-            steps_used = 0 if variant.method == "none" else (rollout.inner_steps if variant.inner_steps is None else variant.inner_steps)
-        for trial in range(cfg.trials):
-            seed = eval_seed(cfg.seed, plan.index, "trial", trial)
-            if variant.method == "random":
-                act = random_actor(np.random.default_rng([seed, 1]))  # a stream of its own, not the env's
-            elif variant.method == "expert":
-                act = expert_actor(env)
-            keep = trial == 0 and plan.index < cfg.videos
-            episode = run_episode(env, act, plan.spec, seed, keep_frames=keep)
-            record = {"task_index": plan.index, "task_id": envs.TaskSpec.from_dict(plan.spec).task_id(), "trial": trial, "seed": seed,
-                      "checkpoint": variant.checkpoint, "method": variant.label, "base_method": variant.method,
-                      "inner_steps": steps_used, "success": episode.success, "steps": episode.steps,
-                      "first_success_step": episode.first_success_step, "video": demo.video_source,
-                      "demo": demo.demo_source if variant.method == "robot_demo" else None, "rollout_video": None, "task": plan.spec}
-            if keep:
-                record["rollout_video"] = _write_side_by_side(cfg, variant, plan, demo, episode.frames, episode.success)
-            episodes.append(record)
-            progress()
-    return {"task_index": plan.index, "episodes": episodes}
+    for trial in range(cfg.trials):
+        seed = eval_seed(cfg.seed, plan.index, "trial", trial)
+        if variant.method == "random":
+            act = random_actor(np.random.default_rng([seed, 1]))  # a stream of its own, not the env's
+        elif variant.method == "expert":
+            act = expert_actor(env)
+        keep = trial == 0 and plan.index < cfg.videos
+        episode = run_episode(env, act, plan.spec, seed, keep_frames=keep)
+        record = {"task_index": plan.index, "task_id": envs.TaskSpec.from_dict(plan.spec).task_id(), "trial": trial, "seed": seed,
+                  "checkpoint": variant.checkpoint, "method": variant.label, "base_method": variant.method,
+                  "inner_steps": steps_used, "success": episode.success, "steps": episode.steps,
+                  "first_success_step": episode.first_success_step, "video": demo.video_source,
+                  "demo": demo.demo_source if variant.method == "robot_demo" else None, "rollout_video": None, "task": plan.spec}
+        if keep:
+            record["rollout_video"] = _write_side_by_side(cfg, variant, plan, demo, episode.frames, episode.success)
+        episodes.append(record)
+        progress()
+    return episodes
 
 
 def _write_side_by_side(cfg: EvalConfig, variant: Variant, plan: TaskPlan, demo: Demonstration, frames: np.ndarray, success: bool) -> str:
@@ -326,13 +339,12 @@ def run_evaluation(cfg: EvalConfig) -> EvalReport:
     family = _common_family(workspace)
     plans = plan_tasks(cfg, family)
     start = time.perf_counter()
-    results = _run(cfg, plans, workspace)
+    episodes, skips = _run(cfg, plans, workspace)
     seconds = time.perf_counter() - start
     workspace.close()
     order = {(v.checkpoint, v.label): i for i, v in enumerate(variants(cfg))}
-    episodes = sorted((e for r in results for e in r.get("episodes", [])),
-                      key=lambda e: (e["task_index"], order[(e["checkpoint"], e["method"])], e["trial"]))
-    skipped = sorted(({"task_index": r["task_index"], "reason": r["skipped"]} for r in results if "skipped" in r), key=lambda s: s["task_index"])
+    episodes.sort(key=lambda e: (e["task_index"], order[(e["checkpoint"], e["method"])], e["trial"]))
+    skipped = [asdict(s) for s in sorted(skips, key=lambda s: s.task_index)]
     rows = summarise(episodes, list(order))
     chance = chance_level(family)
     title = f"{family}, {cfg.split} split: {len(plans) - len(skipped)} tasks x {cfg.trials} trials, evaluation seed {cfg.seed}"
@@ -364,19 +376,46 @@ def _write_json(path: Path, document: dict) -> None:
     os.replace(tmp, path)
 
 
-def _run(cfg: EvalConfig, plans: list[TaskPlan], workspace: Workspace) -> list[dict]:
-    workers = min(cfg.workers or os.cpu_count() or 1, len(plans))
+# submit(job, args, then): run job(*args, workspace, progress), here or in a worker, and hand its result to then
+Submit = Callable[[Callable[..., Any], tuple, Callable[[Any], None]], None]
+
+
+def _run(cfg: EvalConfig, plans: list[TaskPlan], workspace: Workspace) -> tuple[list[dict], list[Skipped]]:
+    """Every job of the evaluation, in this process or in a pool of workers: the episodes (any order) and the skipped tasks."""
+    workers = min(cfg.workers or os.cpu_count() or 1, len(plans) * len(variants(cfg)))
     total = len(plans) * len(variants(cfg)) * cfg.trials
+    episodes: list[dict] = []
+    skipped: list[Skipped] = []
     with tqdm(total=total, unit="episode", disable=not cfg.progress, file=sys.stderr, smoothing=0.05) as bar:
         if workers == 1:
             torch.set_num_threads(1)  # as in the workers: the same arithmetic whatever the number of workers
-            return [evaluate_task(cfg, plan, workspace, bar.update) for plan in plans]
-        return _run_pool(cfg, plans, workers, bar.update)
+            _submit_jobs(cfg, plans, lambda job, args, then: then(job(*args, workspace, bar.update)), episodes, skipped)
+        else:
+            with SpawnedPool(workers, bar.update, _init_worker, (cfg,)) as pool:
+                _submit_jobs(cfg, plans, lambda job, args, then: pool.submit(_in_worker, (job, *args), then), episodes, skipped)
+                pool.wait()
+    return episodes, skipped
 
 
-def _run_pool(cfg: EvalConfig, plans: list[TaskPlan], workers: int, progress: Callable[[], None]) -> list[dict]:
-    """Tasks in `workers` spawned processes; one progress message per episode through `demos.pool.report`."""
-    return run_spawned(workers, _pool_task, [(cfg, plan) for plan in plans], progress, _init_worker, (cfg,))
+def _submit_jobs(cfg: EvalConfig, plans: list[TaskPlan], submit: Submit, episodes: list[dict], skipped: list[Skipped]) -> None:
+    """One job per task makes its demonstration; when it is back, one job per (task, variant) deploys it.
+
+    A deploy job is `trials` episodes (~1.3 CPU s at 2 trials, reach), a tenth of a whole task: a free worker takes
+    the next job, so at the end one core waits on the other for at most one short job, where it used to wait for up
+    to a whole task. The jobs are near-equal, so their order matters little; in a pool the demonstration jobs,
+    queued first, all run first. A demonstration (~0.9 CPU s: the human video and the robot demo) is made once and
+    passed along (under 1 MB), not made again in each job. The jobs and their seeds are the same in-process and in
+    a pool, so the results do not depend on the number of workers.
+    """
+    def demonstrated(plan: TaskPlan, demo: Demonstration | Skipped) -> None:
+        if isinstance(demo, Skipped):
+            skipped.append(demo)
+            return
+        for variant in variants(cfg):
+            submit(deploy_job, (cfg, plan, variant, demo), episodes.extend)
+
+    for plan in plans:
+        submit(demonstration_job, (cfg, plan), partial(demonstrated, plan))
 
 
 _workspace: Optional[Workspace] = None  # per worker process, set by the pool initializer
@@ -388,8 +427,9 @@ def _init_worker(cfg: EvalConfig) -> None:
     _workspace = Workspace(cfg)
 
 
-def _pool_task(cfg: EvalConfig, plan: TaskPlan) -> dict:
-    return evaluate_task(cfg, plan, _workspace, report)
+def _in_worker(job: Callable[..., Any], *args: Any) -> Any:
+    """`job(*args, workspace, progress)` in a pool worker: its workspace, progress through `demos.pool.report`."""
+    return job(*args, _workspace, report)
 
 
 # ----- tracking -----------------------------------------------------------------------------------------------

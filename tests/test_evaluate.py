@@ -81,3 +81,16 @@ def test_evaluation_command_writes_results_and_the_same_seeds_give_the_same_tabl
                                                                              or r.startswith("| checkpoint")]
     with pytest.raises(FileExistsError, match="choose a new out folder"):
         run_evaluation(EvalConfig(checkpoint=str(tiny_checkpoint), out=str(out), logger=LoggerConfig(kind="none")))
+
+
+def test_one_and_two_workers_give_the_same_results(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """In-process or in a pool, the same jobs (a task's demonstration, then one per task and method) and the same seeds."""
+    def results(workers: int) -> dict:
+        out = tmp_path / f"workers{workers}"
+        run_evaluation(EvalConfig(checkpoint=str(tiny_checkpoint), num_tasks=1, trials=1, workers=workers, out=str(out), progress=False,
+                                  logger=LoggerConfig(kind="none")))
+        return json.loads((out / "results.json").read_text())
+
+    one, two = results(1), results(2)
+    assert len(one["episodes"]) == len(METHODS) and one["episodes"][0]["rollout_video"]
+    assert [one[k] for k in ("episodes", "summary", "skipped_tasks")] == [two[k] for k in ("episodes", "summary", "skipped_tasks")]
