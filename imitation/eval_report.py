@@ -38,25 +38,30 @@ class Row:
     rate: float
     low: float  # 95% Wilson interval
     high: float
+    went_for_target: int = 0  # episodes whose chosen object (env info "chosen_object") was the target, success or not
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def summarise(episodes: Iterable[dict], order: list[tuple[str, str]]) -> list[Row]:
-    """Rows in `order` ((checkpoint, method) pairs) from per-episode records with keys checkpoint, method, success."""
-    counts = {key: [0, 0] for key in order}
+    """Rows in `order` ((checkpoint, method) pairs) from per-episode records with keys checkpoint, method, success,
+    went_for_target."""
+    counts = {key: [0, 0, 0] for key in order}
     for e in episodes:
         c = counts[(e["checkpoint"], e["method"])]
         c[0] += bool(e["success"])
         c[1] += 1
-    return [Row(ckpt, method, s, n, s / n if n else 0.0, *wilson_interval(s, n)) for (ckpt, method), (s, n) in counts.items()]
+        c[2] += bool(e["went_for_target"])
+    return [Row(ckpt, method, s, n, s / n if n else 0.0, *wilson_interval(s, n), t)
+            for (ckpt, method), (s, n, t) in counts.items()]
 
 
 def markdown_table(rows: list[Row], title: str, notes: list[str]) -> str:
-    lines = [f"### {title}", "", "| checkpoint | method | success | 95% interval | n |", "|---|---|---|---|---|"]
+    lines = [f"### {title}", "", "| checkpoint | method | success | 95% interval | went for the target | n |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {r.checkpoint} | {r.method} | {100 * r.rate:.1f}% ({r.successes}/{r.n}) | "
-              f"{100 * r.low:.1f}-{100 * r.high:.1f}% | {r.n} |" for r in rows]
+              f"{100 * r.low:.1f}-{100 * r.high:.1f}% | {100 * r.went_for_target / max(r.n, 1):.0f}% | {r.n} |" for r in rows]
     return "\n".join([*lines, "", *notes, ""])
 
 

@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -54,6 +54,7 @@ from demos.export import write_mp4
 from demos.format import DatasetError, code_version, read_manifest
 from demos.pool import SpawnedPool, report
 from envs.task_spec import NUM_CONTAINERS, NUM_OBJECTS
+from imitation.checkpoint import read_checkpoint
 from imitation.eval_report import Row, bar_plot, markdown_table, summarise, write_png
 from imitation.maml import Params
 from imitation.rollout import Actor, Rollout, expert_actor, load_dataset_task, random_actor, run_episode, side_by_side
@@ -114,18 +115,36 @@ class Variant:
     checkpoint: str
     method: str
     inner_steps: Optional[int] = None  # None: the checkpoint's own (or no adaptation)
+    video_encoder: bool = False  # the checkpoint is the black-box baseline: "daml" then means its video encoder
 
     @property
     def label(self) -> str:
+        if self.video_encoder and self.method == "daml":
+            return "encoder"
         return self.method if self.inner_steps is None else f"{self.method}@{self.inner_steps}"
 
 
 def variants(cfg: EvalConfig) -> list[Variant]:
-    """Every (checkpoint, method, steps) of the job, in table order: per checkpoint its methods, then the baselines."""
+    """Every (checkpoint, method, steps) of the job, in table order: per checkpoint its methods, then the baselines.
+
+    A black-box checkpoint (adaptation_loss.kind=encoder) takes the video through its encoder (label "encoder"),
+    and has no inner step: neither robot_demo nor test-time step counts apply to it.
+    """
     steps: list[Optional[int]] = list(cfg.inner_steps) or [None]
-    out = [Variant(name, m, k) for name in cfg.named_checkpoints() for m in cfg.methods if m in MODEL_METHODS
-           for k in (steps if m in STEPPED_METHODS else [None])]
+    out = []
+    for name, path in cfg.named_checkpoints().items():
+        encoder = is_video_encoder(path)
+        for m in cfg.methods:
+            if m not in MODEL_METHODS or (encoder and m == "robot_demo"):
+                continue
+            out += [Variant(name, m, k, encoder) for k in (steps if m in STEPPED_METHODS and not encoder else [None])]
     return out + [Variant(NO_CHECKPOINT, m) for m in cfg.methods if m not in MODEL_METHODS]
+
+
+@lru_cache(maxsize=None)
+def is_video_encoder(checkpoint: str) -> bool:
+    """Whether a checkpoint is the black-box baseline (read once per process)."""
+    return read_checkpoint(checkpoint)["model"]["adaptation_loss"].get("kind") == "encoder"
 
 
 @dataclass(frozen=True)
@@ -293,6 +312,7 @@ def deploy_job(cfg: EvalConfig, plan: TaskPlan, variant: Variant, demo: Demonstr
         record = {"task_index": plan.index, "task_id": envs.TaskSpec.from_dict(plan.spec).task_id(), "trial": trial, "seed": seed,
                   "checkpoint": variant.checkpoint, "method": variant.label, "base_method": variant.method,
                   "inner_steps": steps_used, "success": episode.success, "steps": episode.steps,
+                  "chosen_object": episode.chosen_object, "went_for_target": episode.chosen_object == plan.spec["target"],
                   "first_success_step": episode.first_success_step, "video": demo.video_source,
                   "demo": demo.demo_source if variant.method == "robot_demo" else None, "rollout_video": None, "task": plan.spec}
         if keep:
@@ -348,7 +368,9 @@ def run_evaluation(cfg: EvalConfig) -> EvalReport:
     rows = summarise(episodes, list(order))
     chance = chance_level(family)
     title = f"{family}, {cfg.split} split: {len(plans) - len(skipped)} tasks x {cfg.trials} trials, evaluation seed {cfg.seed}"
-    notes = [f"Chance (guessing the target uniformly): {100 * chance:.0f}%. 95% intervals: Wilson score."]
+    notes = [f"Chance (guessing the target uniformly): {100 * chance:.0f}%. 95% intervals: Wilson score. "
+             "'Went for the target': the object the robot went for (nearest the effector at the end; the one moved "
+             "farthest in push and pick_place) was the target, success or not; chance is the same figure."]
     notes += [f"Skipped tasks (no successful demonstration): {', '.join(str(s['task_index']) for s in skipped)}."] if skipped else []
     markdown = markdown_table(rows, title, notes)
     (out / SUMMARY).write_text(markdown)

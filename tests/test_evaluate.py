@@ -15,7 +15,9 @@ from demos.seeds import MAX_BASE_SEED, MAX_TASKS, stream_seed
 from imitation.eval_report import wilson_interval
 from imitation.tracking import LoggerConfig
 from imitation.evaluate import EVAL_FLAG, METHODS, EvalConfig, Variant, check_config, eval_seed, run_evaluation, variants
-from test_rollout import tiny_checkpoint  # noqa: F401 (a fixture)
+from imitation import evaluate
+from imitation.adaptation_loss import AdaptationLossConfig
+from test_rollout import TINY_SPEC, tiny_checkpoint, write_tiny_checkpoint  # noqa: F401 (a fixture)
 
 BIN = Path(sys.executable).parent
 SMALL = ("num_tasks=2", "trials=2", "logger=none", "progress=false")
@@ -36,7 +38,8 @@ def test_wilson_interval() -> None:
     assert wilson_interval(0, 4)[0] == 0.0 and wilson_interval(4, 4)[1] == 1.0 and wilson_interval(0, 0) == (0.0, 1.0)
 
 
-def test_variants_cover_checkpoints_methods_and_test_time_steps() -> None:
+def test_variants_cover_checkpoints_methods_and_test_time_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evaluate, "is_video_encoder", lambda path: False)
     cfg = EvalConfig(checkpoints={"daml": "a.pt", "linear": "b.pt"}, inner_steps=[1, 5], out="x")
     assert cfg.named_checkpoints() == {"daml": "a.pt", "linear": "b.pt"}
     assert replace(cfg, checkpoint="c.pt").named_checkpoints() == {"model": "c.pt", "daml": "a.pt", "linear": "b.pt"}
@@ -48,6 +51,19 @@ def test_variants_cover_checkpoints_methods_and_test_time_steps() -> None:
         check_config(replace(cfg, methods=["daml", "mil"]))
     with pytest.raises(ValueError, match="give checkpoint=<path> or checkpoints="):
         check_config(EvalConfig(out="x"))
+
+
+def test_a_black_box_checkpoint_is_evaluated_through_its_encoder(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Its video goes through the encoder ("encoder"); robot_demo and test-time steps apply to the DAML checkpoint only."""
+    black_box = write_tiny_checkpoint(tmp_path / "bb.pt", replace(TINY_SPEC, adaptation_loss=AdaptationLossConfig(kind="encoder", channels=8, kernel_size=3)))
+    cfg = EvalConfig(checkpoints={"daml": str(tiny_checkpoint), "bb": str(black_box)}, methods=["daml", "none", "robot_demo"],
+                     inner_steps=[1, 2], num_tasks=1, trials=1, workers=1, out=str(tmp_path / "run"), progress=False, logger=LoggerConfig(kind="none"))
+    assert [(v.checkpoint, v.label) for v in variants(cfg)][5:] == [("bb", "encoder"), ("bb", "none")]
+    report = run_evaluation(cfg)
+    rows = {(e["checkpoint"], e["method"]): e for e in report.episodes}
+    assert set(rows) == {("daml", m) for m in ("daml@1", "daml@2", "none", "robot_demo@1", "robot_demo@2")} | {("bb", "encoder"), ("bb", "none")}
+    assert all(isinstance(e["chosen_object"], int) and e["went_for_target"] == (e["chosen_object"] == e["task"]["target"]) for e in rows.values())
+    assert "went for the target" in report.markdown
 
 
 def test_evaluation_command_writes_results_and_the_same_seeds_give_the_same_table(tiny_checkpoint: Path, tmp_path: Path) -> None:

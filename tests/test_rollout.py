@@ -29,10 +29,10 @@ TINY_ENV = {"family": "reach", "image_size": 32, "robot_visuals": "lowpoly", "re
 EPISODE_LENGTH = 40  # reach
 
 
-def write_tiny_checkpoint(path: Path) -> Path:
+def write_tiny_checkpoint(path: Path, spec: ModelSpec = TINY_SPEC) -> Path:
     """An untrained reach checkpoint at 32 px: what a training run would save, without the training."""
-    info = CheckpointInfo(step=0, model=TINY_SPEC, env=TINY_ENV, episode_length=EPISODE_LENGTH, dataset={}, train_config={})
-    return save_checkpoint(path, build_learner(TINY_SPEC, seed=0), info)
+    info = CheckpointInfo(step=0, model=spec, env=TINY_ENV, episode_length=EPISODE_LENGTH, dataset={}, train_config={})
+    return save_checkpoint(path, build_learner(spec, seed=0), info)
 
 
 @pytest.fixture(scope="session")
