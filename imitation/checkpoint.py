@@ -132,17 +132,20 @@ def read_checkpoint(path: str | Path) -> dict:
     return payload
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[MetaLearner, CheckpointInfo, dict]:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    optimizer: bool = True) -> tuple[MetaLearner, CheckpointInfo, dict]:
     """Rebuild the MetaLearner (weights and optimizer state) and its metadata from the file alone.
 
-    Returns (learner, info, payload); the payload carries the RNG states for an exact resume.
+    Returns (learner, info, payload); the payload carries the RNG states for an exact resume. With
+    ``optimizer=False`` (test time) the optimizer state is not restored, which spares making the optimizer.
     """
     payload = read_checkpoint(path)
     spec = ModelSpec.from_dict(payload["model"])
     learner = build_learner(spec)
     learner.load_state_dict(payload["learner"])
     learner.to(device)
-    learner.optimizer.load_state_dict(payload["optimizer"])
+    if optimizer:
+        learner.optimizer.load_state_dict(payload["optimizer"])
     info = CheckpointInfo(
         step=int(payload["step"]), model=spec, env=dict(payload["env"]), episode_length=int(payload["episode_length"]),
         dataset=dict(payload["dataset"]), train_config=dict(payload["train_config"]), git_revision=payload["git_revision"],

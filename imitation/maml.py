@@ -113,7 +113,15 @@ class MetaLearner(nn.Module):
         else:
             self.register_buffer("inner_lrs", lrs)
         self._check_first_order()
-        self.optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=cfg.meta_lr)
+        self._optimizer: torch.optim.Adam | None = None
+
+    @property
+    def optimizer(self) -> torch.optim.Adam:
+        """One Adam over every meta-learned tensor, made on first use: making an optimizer imports torch._dynamo
+        (~2 s), which adaptation and deployment never need (a rollout, an evaluation worker's start)."""
+        if self._optimizer is None:
+            self._optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.cfg.meta_lr)
+        return self._optimizer
 
     def params(self) -> Params:
         """The model parameters that the inner loop adapts (the meta-learned initialisation), by name.

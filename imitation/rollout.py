@@ -102,7 +102,7 @@ class Rollout:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, inner_steps: int | None = None) -> "Rollout":
-        learner, info, _ = load_checkpoint(path)
+        learner, info, _ = load_checkpoint(path, optimizer=False)
         return cls(learner, info, inner_steps)
 
     @property
