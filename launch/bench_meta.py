@@ -1,6 +1,7 @@
 """Benchmark of the meta-learner on the default 64x64 policy: forward-only vs meta-steps, loop vs vmap, vs higher.
 
-    python -m launch.bench_meta                  # CPU, 2 threads, 4 tasks, 50-frame video + 50-frame demo
+    python -m launch.bench_meta                  # CPU, 2 threads, 4 tasks, 50-frame video + 50-frame demo, meta=anil
+    python -m launch.bench_meta --adapt all      # the same with full MAML (every parameter adapted)
     python -m launch.bench_meta --device cuda    # same on a GPU, also reports tasks/s
     python -m launch.bench_meta --threads 1 --cpu-time   # process CPU time: for a CPU shared with other jobs
 
@@ -143,7 +144,7 @@ def setup(args: argparse.Namespace) -> tuple[MetaLearner, MetaBatch]:
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     policy_cfg = GPU_POLICY if args.policy == "gpu" else PolicyConfig()
-    meta_cfg = MetaConfig(adapt_only=POLICY_HEAD if args.adapt == "head" else ())
+    meta_cfg = MetaConfig(adapt_only=POLICY_HEAD if args.adapt == "head" else ())  # inner lr: the speed does not depend on it
     learner = build_imitation_learner(policy_cfg, meta_cfg=meta_cfg, generator=generator).to(args.device)
     return learner, make_batch(learner, args.tasks, args.frames, args.device, generator)
 
@@ -188,8 +189,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=50, help="frames per video and per demo")
     parser.add_argument("--policy", default="default", choices=("default", "gpu"), help="PolicyConfig or GPU_POLICY")
     parser.add_argument(
-        "--adapt", default="all", choices=("all", "head"),
-        help="parameters the inner step adapts: all (MAML) or the layers after the conv trunk (ANIL, meta=anil)",
+        "--adapt", default="head", choices=("all", "head"),
+        help="parameters the inner step adapts: the layers after the conv trunk (ANIL: meta=anil, the training "
+        "default) or all of them (full MAML: meta=maml)",
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")

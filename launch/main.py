@@ -1,15 +1,21 @@
-"""`make run`: the whole pipeline at laptop size, each stage through the command a user would type.
+"""`make run`: watch a video of an unseen task, adapt, act: the shipped checkpoints evaluated on held-out tasks.
 
-    python -m launch.main                      # about 10-12 minutes on a 2-core CPU
-    python -m launch.main --family push --out outputs/make-run --train-steps 600
+    python -m launch.main                          # the shipped reach checkpoints, 10 test tasks x 2 trials (minutes)
+    python -m launch.main --eval-tasks 50          # the README's table size
+    python -m launch.main --pipeline               # collect, export, train and evaluate from scratch (~10-12 minutes)
 
-1. oneshot-collect: a small reach dataset (train and val splits: robot demos and human-proxy videos)
+Default: `oneshot-eval` on test-split tasks (object identities never seen in training; evaluation seeds disjoint
+from every collection seed) with the checkpoints in checkpoints/ (see checkpoints/README.md for the commands that
+made them): per task one human-proxy video is rendered, each policy adapts to it (DAML: one gradient step on the
+learned loss; black box: its video encoder) and acts in new arrangements, beside the no-adaptation, robot-demo,
+random and scripted-expert references. It prints the table and where the side-by-side videos are.
+
+--pipeline runs every stage through the command a user would type:
+1. oneshot-collect: a small dataset (train and val splits: robot demos and human-proxy videos)
 2. oneshot-data export: an mp4 and a contact sheet of one task (the robot demo beside the human video)
 3. oneshot-train: a short meta-training run (video-only inner update with the learned loss, BC outer loss)
 4. oneshot-eval: held-out test-split tasks, one video each, daml / none / robot_demo / random / expert
-
-At this size the policy is barely trained: the table shows the pipeline working end to end, not the method's
-success rate (see the README's results section for what longer training reaches).
+At that size the policy is barely trained: the table shows the pipeline working end to end, not a result.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+SHIPPED_MODELS = {"daml": "reach-daml.pt", "blackbox": "reach-blackbox.pt"}  # name in the table -> file in SHIPPED
 
 
 def stage(title: str, module: str, *overrides: str) -> None:
@@ -33,17 +42,34 @@ def stage(title: str, module: str, *overrides: str) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", default="reach", choices=["reach", "push", "pick_place"], help="task family (default reach)")
-    parser.add_argument("--out", default="outputs/make-run", help="folder for the dataset and the runs (default outputs/make-run)")
-    parser.add_argument("--train-tasks", type=int, default=60, help="training tasks to collect (default 60)")
-    parser.add_argument("--train-steps", type=int, default=1500, help="meta-training steps (default 1500)")
-    parser.add_argument("--eval-tasks", type=int, default=6, help="held-out test tasks (default 6)")
+    parser.add_argument("--pipeline", action="store_true", help="collect, train and evaluate from scratch instead")
+    parser.add_argument("--family", default="reach", choices=["reach", "push", "pick_place"],
+                        help="task family of --pipeline (default reach; the shipped checkpoints are reach)")
+    parser.add_argument("--out", default="outputs/make-run", help="folder for everything written (default outputs/make-run)")
+    parser.add_argument("--train-tasks", type=int, default=60, help="--pipeline: training tasks to collect (default 60)")
+    parser.add_argument("--train-steps", type=int, default=1500, help="--pipeline: meta-training steps (default 1500)")
+    parser.add_argument("--eval-tasks", type=int, default=10, help="held-out test tasks (default 10)")
     parser.add_argument("--trials", type=int, default=2, help="deployments per test task and method (default 2)")
     return parser.parse_args()
 
 
-def main() -> None:
-    args = parse_args()
+def evaluate(checkpoints: dict[str, Path], evaluation: Path, args: argparse.Namespace) -> None:
+    listed = ", ".join(f"{name}: '{path}'" for name, path in checkpoints.items())
+    stage("evaluate on held-out tasks", "launch.evaluate", f"++checkpoints={{{listed}}}", f"num_tasks={args.eval_tasks}",
+          f"trials={args.trials}", f"out={evaluation}", "logger=none", "videos=2")
+    print(f"\n{(evaluation / 'summary.md').read_text()}")
+    print(f"side-by-side videos (watched | robot acting): {evaluation / 'videos'}")
+
+
+def shipped(args: argparse.Namespace) -> None:
+    checkpoints = {name: SHIPPED / file for name, file in SHIPPED_MODELS.items()}
+    missing = [str(path) for path in checkpoints.values() if not path.exists()]
+    if missing:
+        raise SystemExit(f"make run: shipped checkpoint(s) missing: {', '.join(missing)}; run with --pipeline to train one")
+    evaluate(checkpoints, Path(args.out) / "eval" / f"shipped-{time.strftime('%Y%m%d-%H%M%S')}", args)
+
+
+def pipeline(args: argparse.Namespace) -> None:
     out = Path(args.out)
     data = out / "data" / args.family
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -54,12 +80,13 @@ def main() -> None:
     run_name = f"{args.family}-{stamp}"
     stage("meta-train", "launch.train", f"data={data}", f"out={out / 'runs'}", f"run_name={run_name}",
           f"steps={args.train_steps}", "loader.frame_stride=4", "threads=1", "val_every=250", "ckpt_every=250", "logger=none")
-    evaluation = out / "eval" / run_name
-    stage("evaluate on held-out tasks", "launch.evaluate", f"checkpoint={out / 'runs' / run_name / 'checkpoints' / 'last.pt'}",
-          f"num_tasks={args.eval_tasks}", f"trials={args.trials}", f"out={evaluation}", "logger=none", "videos=2")
-    print(f"\n{(evaluation / 'summary.md').read_text()}")
-    print(f"side-by-side videos (watched | robot acting): {evaluation / 'videos'}")
+    evaluate({"daml": out / "runs" / run_name / "checkpoints" / "last.pt"}, out / "eval" / run_name, args)
     print(f"the robot demo beside the human video of one training task: {out / 'export'}")
+
+
+def main() -> None:
+    args = parse_args()
+    pipeline(args) if args.pipeline else shipped(args)
 
 
 if __name__ == "__main__":
