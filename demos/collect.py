@@ -181,7 +181,7 @@ def collect(cfg: CollectConfig) -> CollectReport:
     log.info("%s/%s: %d tasks in %d shards; this job (shard %d of %d) owns %d, %d already complete",
              cfg.env.family, cfg.split, cfg.num_tasks, n, cfg.shard, cfg.num_shards, len(mine), len(mine) - len(todo))
     start = time.perf_counter()
-    tasks = split_tasks(cfg.base_seed, cfg.env.family, cfg.split, cfg.num_tasks)
+    tasks = split_tasks(cfg.base_seed, cfg.env.family, cfg.split, cfg.num_tasks, cfg.all_targets)
     work = {k: tasks[k * cfg.tasks_per_shard:(k + 1) * cfg.tasks_per_shard] for k in todo}
     results = _run(cfg, work)
     report = CollectReport(results, len(mine) - len(todo), time.perf_counter() - start, None)

@@ -32,6 +32,9 @@ class CollectConfig:
     demos_per_task: int = 1  # successful robot demonstrations kept per task
     videos_per_task: int = 1  # successful human-proxy videos kept per task
     base_seed: int = 0  # root of every seed of the dataset (tasks, demos, videos): see demos/seeds.py, 0-65535
+    # each drawn object set once per choice of target (reach: 3 tasks per set): the scenes of the data then never tell
+    # the target, even to a model that memorises them; only the video does (see README, Results)
+    all_targets: bool = False
     max_failures: int = 20  # failed episodes of one kind for one task after which that task is skipped (and recorded)
     tasks_per_shard: int = 10  # consecutive tasks per HDF5 file: the unit of parallel work and of resuming
     compression: str = "gzip"  # HDF5 filter for the frames: gzip (level 4, portable) | lzf (h5py only) | none
@@ -53,4 +56,4 @@ def plan_of(cfg: CollectConfig) -> dict:
         "max_failures": cfg.max_failures,
         "tasks_per_shard": cfg.tasks_per_shard,
         "compression": cfg.compression,
-    }
+    } | ({"all_targets": True} if cfg.all_targets else {})  # absent when off: plans of earlier datasets still match

@@ -15,9 +15,12 @@ A failed episode is retried with the next attempt of its stream; the attempt tha
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 import envs
+from envs.task_spec import NUM_CONTAINERS, NUM_OBJECTS
 
 KINDS = ("task", "demo", "video")
 BASE_SEED_BITS, SPLIT_BITS, TASK_BITS, KIND_BITS, ATTEMPT_BITS = 16, 3, 20, 2, 20
@@ -41,20 +44,43 @@ def stream_seed(base_seed: int, split: str, task: int, kind: str, attempt: int) 
     return seed
 
 
-def split_tasks(base_seed: int, family: str, split: str, num_tasks: int) -> list[envs.TaskSpec]:
+def split_tasks(base_seed: int, family: str, split: str, num_tasks: int, all_targets: bool = False) -> list[envs.TaskSpec]:
     """The first `num_tasks` distinct tasks of a split's stream (a duplicate is redrawn with the next attempt).
 
     Distinct because a task's id names its HDF5 group; a prefix of a longer list is the shorter list.
+    With `all_targets`, the stream draws object sets instead, and each set gives one task per choice of target
+    (and target container): in such data a scene never tells the target, even to a model that has memorised the
+    training scenes; only the video does.
     """
-    tasks: list[envs.TaskSpec] = []
+    per_set = targets_per_set(family) if all_targets else 1
+    sets: list[envs.TaskSpec] = []
     seen: set[str] = set()
-    for index in range(num_tasks):
+    for index in range(-(-num_tasks // per_set)):
         for attempt in range(MAX_ATTEMPTS):
             task = envs.sample_task(np.random.default_rng(stream_seed(base_seed, split, index, "task", attempt)), family, split)
-            if task.task_id() not in seen:
+            if _scene_id(task, all_targets) not in seen:
                 break
         else:  # pragma: no cover - the identity pools hold millions of distinct tasks
             raise ValueError(f"cannot draw a distinct task {index} of {family}/{split}")
-        seen.add(task.task_id())
-        tasks.append(task)
-    return tasks
+        seen.add(_scene_id(task, all_targets))
+        sets.append(task)
+    if not all_targets:
+        return sets
+    return [with_target(sets[i // per_set], i % per_set) for i in range(num_tasks)]
+
+
+def targets_per_set(family: str) -> int:
+    """Tasks that share one object set under `all_targets`: every (target object, target container) choice."""
+    return NUM_OBJECTS[family] * max(NUM_CONTAINERS[family], 1)
+
+
+def with_target(task: envs.TaskSpec, choice: int) -> envs.TaskSpec:
+    """`task` with target choice `choice` (object first, then container) of `targets_per_set`."""
+    n_obj = len(task.objects)
+    container = choice // n_obj if task.containers else -1
+    return replace(task, target=choice % n_obj, target_container=container)
+
+
+def _scene_id(task: envs.TaskSpec, all_targets: bool) -> str:
+    """What must differ between draws: the task, or (all_targets) the object set whatever its target."""
+    return (with_target(task, 0) if all_targets else task).task_id()

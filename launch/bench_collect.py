@@ -56,7 +56,7 @@ class Throughput:
 def raw_throughput(cfg: CollectConfig) -> Throughput:
     """Bare simulation + rendering in one process, on the first seed of each stream."""
     env = make_env(cfg)
-    tasks = split_tasks(cfg.base_seed, cfg.env.family, cfg.split, cfg.num_tasks)
+    tasks = split_tasks(cfg.base_seed, cfg.env.family, cfg.split, cfg.num_tasks, cfg.all_targets)
     start, cpu = time.perf_counter(), cpu_seconds()
     for i, task in enumerate(tasks):
         record_demo(env, task, stream_seed(cfg.base_seed, cfg.split, i, "demo", 0), 0)

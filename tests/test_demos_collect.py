@@ -23,7 +23,8 @@ from omegaconf import OmegaConf
 
 from demos import DatasetMismatchError, FormatVersionError, ManifestError
 from demos.collect import collect
-from demos.config import CollectConfig
+from demos.config import CollectConfig, plan_of
+from demos.seeds import split_tasks
 from demos.testing import TINY, reference, run_collect, run_data, scratch  # noqa: F401 (fixtures)
 from launch.collect import CONF_DIR
 
@@ -153,3 +154,23 @@ def test_slurm_launcher_config_composes() -> None:
         cfg = compose("collect", overrides=["hydra/launcher=collect_slurm", "env=pick_place", "out=x"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.cpus_per_task == 8
     assert cfg.env.family == "pick_place" and cfg.env.image_size == 64
+
+
+@pytest.mark.parametrize("family, per_set", [("reach", 3), ("push", 2), ("pick_place", 4)])
+def test_all_targets_gives_every_object_set_each_target(family: str, per_set: int) -> None:
+    """all_targets=true: a scene never tells the target, because its objects come back once per target choice."""
+    tasks = split_tasks(0, family, "train", 2 * per_set + 1, all_targets=True)
+    assert len({t.task_id() for t in tasks}) == len(tasks)
+    for first in (0, per_set):
+        group = tasks[first:first + per_set]
+        assert len({t.objects + t.containers for t in group}) == 1
+        assert {(t.target, t.target_container) for t in group} == {(t.target, t.target_container) for t in group[:per_set]}
+        assert len({(t.target, t.target_container) for t in group}) == per_set
+    assert tasks[0].objects != tasks[per_set].objects
+    assert split_tasks(0, family, "train", per_set, all_targets=True) == tasks[:per_set]  # a prefix, as without it
+    assert split_tasks(0, family, "train", 3) != tasks[:3]  # off (the default): the earlier stream, unchanged
+
+
+def test_all_targets_is_part_of_the_plan_only_when_on() -> None:
+    assert "all_targets" not in plan_of(CollectConfig(out="x"))
+    assert plan_of(CollectConfig(out="x", all_targets=True))["all_targets"] is True
