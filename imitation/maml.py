@@ -106,6 +106,7 @@ class MetaLearner(nn.Module):
         self.inner_loss = inner_loss  # registered as a submodule (and meta-learned) when it is an nn.Module
         self.outer_loss = outer_loss
         self.param_names = _adapted_names(model, cfg.adapt_only)
+        self._adapts_conv = _adapts_a_conv(model, self.param_names)
         first = next(model.parameters())
         lrs = torch.full((len(self.param_names),), cfg.inner_lr, dtype=first.dtype, device=first.device)
         if cfg.learn_inner_lr:
@@ -238,8 +239,7 @@ class MetaLearner(nn.Module):
     def _conv_kernels(self) -> contextlib.AbstractContextManager:
         """Conv derivatives that avoid PyTorch's slow conv double backward (``FastConvDerivatives``, ~20% of a full
         second-order step), when conv weights are adapted; otherwise they only add dispatch costs (ANIL)."""
-        through_conv = _adapts_a_conv(self.model, self.param_names)
-        return FastConvDerivatives() if self._fast_second_order() and through_conv else contextlib.nullcontext()
+        return FastConvDerivatives() if self._fast_second_order() and self._adapts_conv else contextlib.nullcontext()
 
     def _task_batching(self) -> str:
         if self.cfg.task_batching == "auto":
