@@ -149,6 +149,11 @@ class World:
     def orientation(self, name: str) -> np.ndarray:
         return np.asarray(self.client.getBasePositionAndOrientation(self.bodies[name])[1], dtype=np.float64)
 
+    def speed(self, name: str) -> float:
+        """The larger of the body's linear (m/s) and angular (rad/s) speed."""
+        linear, angular = self.client.getBaseVelocity(self.id(name))
+        return float(max(np.linalg.norm(linear), np.linalg.norm(angular)))
+
     def set_color(self, name: str, rgba: tuple[float, float, float, float], link: int = -1) -> None:
         self.client.changeVisualShape(self.bodies[name], link, rgbaColor=list(rgba))
 

@@ -113,7 +113,7 @@ class OneShotEnv(gym.Env):
         populate(self.world, self.task, self.arrangement)
         start = np.array([0.45, 0.0, 0.22]) + self.np_random.uniform(-0.03, 0.03, size=3)
         self.robot.reset(start)
-        settle(self.world)
+        settle(self.world, self.task)
         self.family.reset_expert()
         self._history = []
         return self._observe(), self._info()

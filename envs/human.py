@@ -103,7 +103,7 @@ class HumanScene:
         self._build()
         self._dress(look)
         populate(self.world, task, arrangement)
-        settle(self.world)
+        settle(self.world, task)
         start = look.shoulder + 0.55 * (np.array([0.53, 0.0, 0.12]) - look.shoulder)
         self._move_hand(start, teleport=True)
         grasp: int | None = None

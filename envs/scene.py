@@ -80,9 +80,22 @@ def add_container(world: World, name: str, rgba: tuple, xy: np.ndarray) -> None:
     world.create_body(name, collision, visual, np.array([*xy, 0.0]))
 
 
-def settle(world: World, steps: int = 24) -> None:
-    """Let dropped objects come to rest before the first frame."""
-    world.step(steps)
+SETTLE_CHUNK = 24  # physics steps between checks (0.1 s)
+MAX_SETTLE_CHUNKS = 20  # give up after 2 s of simulated time
+REST_SPEED = 0.01  # m/s and rad/s: a body this slow counts as at rest
+
+
+def settle(world: World, task: TaskSpec) -> None:
+    """Let the dropped task objects come to rest before the first frame.
+
+    Some meshes land on an edge and tip over: a fixed short settle let them move centimetres after the first
+    frame, which made the human proxy's plan (drawn from the positions at the start) miss its target.
+    """
+    names = [object_name(i) for i in range(len(task.objects))]
+    for _ in range(MAX_SETTLE_CHUNKS):
+        world.step(SETTLE_CHUNK)
+        if max(world.speed(name) for name in names) < REST_SPEED:
+            return
 
 
 def inside_container(world: World, obj: str, container: str) -> bool:
