@@ -24,6 +24,11 @@ class PolicyConfig:
     norm_groups: int = 8  # groups for norm="group"
     fc_sizes: tuple[int, ...] = (200, 200)  # hidden fully connected layers; the last one gives the features
     bias_transform_dim: int = 10  # learned, zero-initialised vector concatenated to the first FC input
+    # A linear head predicts, from the feature points and the bias transform, where the effector ends the episode
+    # (MIL's `learn_final_eept`); the prediction joins the first FC input. Trained by the outer loss
+    # (BCLossConfig.goal_weight). From the first frames only the adapted bias transform can know the answer,
+    # so this loss asks the inner step for the target, where behaviour cloning alone can read it off the arm.
+    goal_prediction: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
 
@@ -50,9 +55,13 @@ GPU_POLICY = PolicyConfig(
 POLICY_HEAD = ("bias_transform", "fc", "head")
 
 
+GOAL_DIM = 3  # the predicted final effector position (x, y, z), metres
+
+
 class PolicyOutput(NamedTuple):
     actions: Tensor  # (..., action_dim)
     features: Tensor  # (..., fc_sizes[-1]): last hidden layer, the input of the learned adaptation loss
+    goal: Tensor | None = None  # (..., 3): predicted final effector position; None without cfg.goal_prediction
 
 
 class Policy(nn.Module):
@@ -77,7 +86,9 @@ class Policy(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.softmax_temperature = nn.Parameter(torch.ones(()))
         self.bias_transform = nn.Parameter(torch.zeros(cfg.bias_transform_dim))
-        sizes = (2 * channels + cfg.state_dim + cfg.bias_transform_dim, *cfg.fc_sizes)
+        goal_dim = GOAL_DIM if cfg.goal_prediction else 0
+        self.goal = nn.Linear(2 * channels + cfg.bias_transform_dim, GOAL_DIM) if cfg.goal_prediction else None
+        sizes = (2 * channels + cfg.state_dim + cfg.bias_transform_dim + goal_dim, *cfg.fc_sizes)
         self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], cfg.action_dim)
 
@@ -95,11 +106,16 @@ class Policy(nn.Module):
         x = x.to(dtype, memory_format=torch.contiguous_format) / 255.0
         points = spatial_soft_argmax(self.trunk(x), self.softmax_temperature)
         bias = self.bias_transform.expand(points.shape[0], -1)
-        h = torch.cat([points, states.reshape(-1, self.cfg.state_dim).to(dtype), bias], dim=-1)
+        inputs = [points, states.reshape(-1, self.cfg.state_dim).to(dtype), bias]
+        goal = None if self.goal is None else self.goal(torch.cat([points, bias], dim=-1))
+        if goal is not None:
+            inputs.append(goal)
+        h = torch.cat(inputs, dim=-1)
         for layer in self.fc:
             h = F.relu(layer(h))
         actions = self.head(h)
-        return PolicyOutput(actions.reshape(*lead, -1), h.reshape(*lead, -1))
+        return PolicyOutput(actions.reshape(*lead, -1), h.reshape(*lead, -1),
+                            None if goal is None else goal.reshape(*lead, -1))
 
     def video_inputs(self, video: Tensor) -> tuple[Tensor, Tensor]:
         """Model inputs for a video pass: the frames and an all-zero robot state (videos carry none, as in DAML)."""

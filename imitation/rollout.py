@@ -29,7 +29,7 @@ from demos.export import enlarge, find_task
 from demos.format import read_manifest
 from demos.shards import open_shard, read_episode, resample_indices
 from envs.tasks import FAMILY_CLASSES
-from imitation.bc import BehaviourCloningLoss
+from imitation.bc import EFFECTOR_POSITION, BehaviourCloningLoss
 from imitation.checkpoint import CheckpointInfo, load_checkpoint
 from imitation.maml import MetaLearner, Params
 from imitation.video import MIN_LENGTH_FRACTION, fit_frames, prepare_video, read_video
@@ -139,7 +139,9 @@ class Rollout:
         images = fit_frames(np.asarray(images[::k], dtype=np.uint8), self.image_size)
         inputs = (torch.from_numpy(images), torch.as_tensor(states[::k], dtype=torch.float32))
         bc_loss = BehaviourCloningLoss(self.info.model.bc)
-        return self._adapter(bc_loss, inner_steps).adapt(inputs, (torch.as_tensor(actions[::k], dtype=torch.float32),))
+        targets = (torch.as_tensor(actions[::k], dtype=torch.float32),
+                   torch.as_tensor(states[-1, EFFECTOR_POSITION], dtype=torch.float32))
+        return self._adapter(bc_loss, inner_steps).adapt(inputs, targets)
 
     def initial_params(self) -> Params:
         """The meta-learned parameters themselves (no adaptation)."""

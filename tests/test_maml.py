@@ -17,12 +17,14 @@ from imitation.policy import POLICY_HEAD, PolicyConfig
 TINY_POLICY = PolicyConfig(
     image_size=(8, 8), conv_filters=(3, 4), conv_kernel=3, conv_strides=(2, 2), fc_sizes=(6, 5), bias_transform_dim=2
 )
+TINY_GOAL_POLICY = replace(TINY_POLICY, goal_prediction=True)
 TINY_LOSS = AdaptationLossConfig(channels=3, kernel_size=3, outputs=2)
 
 
-def tiny_learner(meta_cfg: MetaConfig, dtype: torch.dtype = torch.float64, loss_cfg=TINY_LOSS, seed: int = 0):
+def tiny_learner(meta_cfg: MetaConfig, dtype: torch.dtype = torch.float64, loss_cfg=TINY_LOSS, seed: int = 0,
+                 policy: PolicyConfig = TINY_POLICY):
     learner = build_imitation_learner(
-        TINY_POLICY, loss_cfg, BCLossConfig(), meta_cfg, generator=torch.Generator().manual_seed(seed)
+        policy, loss_cfg, BCLossConfig(), meta_cfg, generator=torch.Generator().manual_seed(seed)
     ).to(dtype)
     g = torch.Generator().manual_seed(seed + 1)
     n_tasks, t = 3, 5
@@ -41,11 +43,13 @@ def meta_gradient(learner: MetaLearner, batch: MetaBatch) -> list[torch.Tensor]:
     return list(torch.autograd.grad(loss, meta_parameters(learner)))
 
 
-@pytest.mark.parametrize("inner_steps, adapt_only", [(1, ()), (2, ()), (2, POLICY_HEAD)])
-def test_meta_gradient_matches_finite_differences(inner_steps: int, adapt_only: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("inner_steps, adapt_only, policy", [
+    (1, (), TINY_POLICY), (2, (), TINY_POLICY), (2, POLICY_HEAD, TINY_POLICY), (2, POLICY_HEAD, TINY_GOAL_POLICY),
+])
+def test_meta_gradient_matches_finite_differences(inner_steps: int, adapt_only: tuple[str, ...], policy: PolicyConfig) -> None:
     """Second order, learned loss and learned inner lrs: directional derivatives vs central differences."""
     cfg = MetaConfig(inner_steps=inner_steps, inner_lr=0.3, learn_inner_lr=True, inner_grad_clip=None, adapt_only=adapt_only)
-    learner, batch = tiny_learner(cfg)
+    learner, batch = tiny_learner(cfg, policy=policy)
     params = meta_parameters(learner)
     grads = meta_gradient(learner, batch)
     assert all(g.abs().sum() > 0 for g in grads[-len(list(learner.inner_loss.parameters())) - 1 :])
@@ -67,10 +71,13 @@ def test_meta_gradient_matches_finite_differences(inner_steps: int, adapt_only: 
         assert analytic.item() == pytest.approx(numeric.item(), rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("dtype, tol, adapt_only", [(torch.float64, 1e-10, ()), (torch.float32, 1e-5, ()), (torch.float64, 1e-10, POLICY_HEAD)])
-def test_vmap_matches_loop(dtype: torch.dtype, tol: float, adapt_only: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("dtype, tol, adapt_only, policy", [
+    (torch.float64, 1e-10, (), TINY_POLICY), (torch.float32, 1e-5, (), TINY_POLICY),
+    (torch.float64, 1e-10, POLICY_HEAD, TINY_POLICY), (torch.float64, 1e-10, POLICY_HEAD, TINY_GOAL_POLICY),
+])
+def test_vmap_matches_loop(dtype: torch.dtype, tol: float, adapt_only: tuple[str, ...], policy: PolicyConfig) -> None:
     cfg = MetaConfig(inner_steps=2, learn_inner_lr=True, inner_grad_clip=0.05, task_batching="loop", adapt_only=adapt_only)
-    loop, batch = tiny_learner(cfg, dtype)
+    loop, batch = tiny_learner(cfg, dtype, policy=policy)
     vmapped = MetaLearner(loop.model, loop.inner_loss, loop.outer_loss, replace(cfg, task_batching="vmap"))
     vmapped.inner_lrs = loop.inner_lrs
     loss_loop, stats_loop = loop.meta_loss(batch)
@@ -111,7 +118,7 @@ def test_nan_losses_raise_and_leave_parameters_unchanged() -> None:
     bad_actions = batch.query_targets[0].clone()
     bad_actions[1, 2, 0] = float("nan")
     with pytest.raises(NonFiniteLossError, match="outer loss"):
-        learner.meta_step(replace(batch, query_targets=(bad_actions,)))
+        learner.meta_step(replace(batch, query_targets=(bad_actions, *batch.query_targets[1:])))
     nan_loss, batch = tiny_learner(MetaConfig(), torch.float32, replace(TINY_LOSS, scale=float("inf")))
     with pytest.raises(NonFiniteLossError, match="inner loss"):
         nan_loss.meta_step(batch)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from imitation.adaptation_loss import AdaptationLossConfig, LinearFeatureLoss, TemporalConvLoss, build_adaptation_loss
+from imitation.bc import BehaviourCloningLoss, imitation_batch
 from imitation.layers import init_parameters
 from imitation.policy import GPU_POLICY, Policy, PolicyConfig
 
@@ -37,6 +38,22 @@ def test_video_inputs_zero_the_state() -> None:
     video, state = policy.video_inputs(frames(3, 6))
     assert state.shape == (3, 6, 11) and not state.any()
     assert policy(video, state).features.shape == (3, 6, 200)
+
+
+def test_goal_prediction_is_trained_by_the_outer_loss() -> None:
+    policy = Policy(PolicyConfig(goal_prediction=True)).requires_grad_(False)
+    states = torch.randn(2, 5, 11)
+    out = policy(frames(2, 5), states)
+    assert out.goal.shape == (2, 5, 3) and Policy()(frames(2, 5), states).goal is None
+    batch = imitation_batch(policy, frames(2, 5), frames(2, 5), states, torch.randn(2, 5, 4))
+    assert torch.equal(batch.query_targets[1], states[:, -1, :3])
+    loss = BehaviourCloningLoss()
+    actions, final = batch.query_targets
+    without_goal = loss(out._replace(goal=None), actions, final)
+    exact = out._replace(goal=final.unsqueeze(1).expand(2, 5, 3))
+    assert loss(exact, actions, final) == pytest.approx(without_goal.item())
+    expected = without_goal + 10.0 * torch.nn.functional.mse_loss(out.goal, exact.goal)
+    assert loss(out, actions, final) == pytest.approx(expected.item())
 
 
 @pytest.mark.parametrize("cfg", [PolicyConfig(norm="group"), GPU_POLICY])
