@@ -13,7 +13,7 @@ from imitation.adaptation_loss import (AdaptationLossConfig, TemporalVideoEncode
 from imitation.layers import init_parameters
 from imitation.maml import MetaBatch, MetaConfig, MetaLearner
 from imitation.policy import Policy, PolicyConfig, PolicyOutput
-from imitation.video_conditioned import VideoConditionedLearner
+from imitation.video_conditioned import VideoConditionedLearner, conditioned_sizes
 
 GRIPPER_LOSSES = ("bce", "mse")
 EFFECTOR_POSITION = slice(0, 3)  # the effector's xyz in the robot state (envs.robot: position, gripper, joints)
@@ -93,7 +93,8 @@ def build_imitation_learner(
     """
     policy = init_parameters(Policy(policy_cfg), generator)
     if loss_cfg.kind == "encoder":
-        encoder = init_parameters(TemporalVideoEncoder(policy.feature_dim, policy_cfg.bias_transform_dim, loss_cfg), generator)
+        embedding_dim = sum(conditioned_sizes(policy).values())
+        encoder = init_parameters(TemporalVideoEncoder(policy.feature_dim, embedding_dim, loss_cfg), generator)
         return VideoConditionedLearner(policy, encoder, BehaviourCloningLoss(bc_cfg), meta_cfg)
     inner = init_parameters(VideoAdaptationLoss(build_adaptation_loss(policy.feature_dim, loss_cfg)), generator)
     return MetaLearner(policy, inner, BehaviourCloningLoss(bc_cfg), meta_cfg)

@@ -85,6 +85,13 @@ class MetaBatch:
     def to(self, device: torch.device | str) -> MetaBatch:
         return MetaBatch(*(tuple(t.to(device, non_blocking=True) for t in part) for part in self.parts()))
 
+    def with_support_of_other_tasks(self) -> MetaBatch:
+        """Each task paired with the support data of the next task (cyclically): a control for "uses the support"."""
+        if self.n_tasks < 2:
+            raise ValueError("pairing a task with another task's support data needs at least 2 tasks")
+        rolled = (tuple(t.roll(1, dims=0) for t in part) for part in (self.support_inputs, self.support_targets))
+        return MetaBatch(*rolled, self.query_inputs, self.query_targets)
+
 
 class NonFiniteLossError(FloatingPointError):
     """A loss or the meta-gradient became NaN/inf; raised before the parameters are changed."""

@@ -29,6 +29,12 @@ class PolicyConfig:
     # (BCLossConfig.goal_weight). From the first frames only the adapted bias transform can know the answer,
     # so this loss asks the inner step for the target, where behaviour cloning alone can read it off the arm.
     goal_prediction: bool = False
+    # A learned query vector (one value per channel of the last conv layer) scores every position of the last
+    # feature map by its dot product with the query; the softmax-expected (x, y) of those scores joins the feature
+    # points. Adapting the query (meta.adapt_only with `target_query`) re-aims this point at another appearance:
+    # "go to what looks like the thing in the video", where the layers after the soft-argmax can only reweigh
+    # fixed points, one per channel.
+    target_query: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
 
@@ -86,9 +92,11 @@ class Policy(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.softmax_temperature = nn.Parameter(torch.ones(()))
         self.bias_transform = nn.Parameter(torch.zeros(cfg.bias_transform_dim))
+        self.target_query = nn.Parameter(torch.zeros(channels)) if cfg.target_query else None
+        points_dim = 2 * channels + (2 if cfg.target_query else 0)
         goal_dim = GOAL_DIM if cfg.goal_prediction else 0
-        self.goal = nn.Linear(2 * channels + cfg.bias_transform_dim, GOAL_DIM) if cfg.goal_prediction else None
-        sizes = (2 * channels + cfg.state_dim + cfg.bias_transform_dim + goal_dim, *cfg.fc_sizes)
+        self.goal = nn.Linear(points_dim + cfg.bias_transform_dim, GOAL_DIM) if cfg.goal_prediction else None
+        sizes = (points_dim + cfg.state_dim + cfg.bias_transform_dim + goal_dim, *cfg.fc_sizes)
         self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], cfg.action_dim)
 
@@ -104,7 +112,11 @@ class Policy(nn.Module):
         # every reshape of it in the norm (and in its derivatives) a copy.
         x = images.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2)
         x = x.to(dtype, memory_format=torch.contiguous_format) / 255.0
-        points = spatial_soft_argmax(self.trunk(x), self.softmax_temperature)
+        feature_map = self.trunk(x)
+        points = spatial_soft_argmax(feature_map, self.softmax_temperature)
+        if self.target_query is not None:
+            scores = torch.einsum("nchw,c->nhw", feature_map, self.target_query).unsqueeze(1)
+            points = torch.cat([points, spatial_soft_argmax(scores, torch.ones((), dtype=dtype))], dim=-1)
         bias = self.bias_transform.expand(points.shape[0], -1)
         inputs = [points, states.reshape(-1, self.cfg.state_dim).to(dtype), bias]
         goal = None if self.goal is None else self.goal(torch.cat([points, bias], dim=-1))

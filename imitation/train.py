@@ -365,13 +365,22 @@ def guarded(run: Run, step: int, checkpoint: Path | None) -> Iterator[None]:
 
 
 def validate(learner: MetaLearner, batches: list[Pair], device: torch.device) -> dict[str, float]:
-    """Mean inner/outer losses before and after adaptation over the fixed validation batches."""
+    """Mean inner/outer losses before and after adaptation over the fixed validation batches.
+
+    ``adaptation_gain`` is what adapting gained; ``video_gain`` what adapting on the task's own video gained over
+    adapting on another task's video (``outer_loss_other_video``): only the latter shows that the video is used.
+    """
     totals: dict[str, float] = defaultdict(float)
     for pair in batches:
-        for key, value in learner.evaluate(to_meta_batch(learner.model, pair, device)).items():
+        batch = to_meta_batch(learner.model, pair, device)
+        for key, value in learner.evaluate(batch).items():
             totals[key] += value / len(batches)
-    gain = {"val/adaptation_gain": totals["outer_loss_pre"] - totals["outer_loss_post"]}
-    return {f"val/{k}": v for k, v in totals.items()} | gain
+        if batch.n_tasks > 1:
+            totals["outer_loss_other_video"] += learner.evaluate(batch.with_support_of_other_tasks())["outer_loss_post"] / len(batches)
+    gains = {"val/adaptation_gain": totals["outer_loss_pre"] - totals["outer_loss_post"]}
+    if "outer_loss_other_video" in totals:
+        gains["val/video_gain"] = totals["outer_loss_other_video"] - totals["outer_loss_post"]
+    return {f"val/{k}": v for k, v in totals.items()} | gains
 
 
 class Window:

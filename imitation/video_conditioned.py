@@ -3,7 +3,7 @@
 DAML adapts the policy by a gradient step on a learned loss of the video's per-frame features. The black-box
 policy reads the *same* features (the policy's last hidden layer on the video, robot state zeroed) with the
 same temporal convolutions, averages their outputs over time, and uses the result as the policy's
-bias-transformation vector: conditioning instead of adaptation, with no inner gradient at all. Both are
+bias-transformation vector (and target query, when the policy has one): conditioning instead of adaptation, with no inner gradient at all. Both are
 trained by behaviour cloning on a robot demo of the task, so the only difference is how the video gets in.
 
 It is a ``MetaLearner`` whose "adaptation" is that encoder, so training, checkpoints, rollout and evaluation
@@ -21,7 +21,14 @@ from torch.func import functional_call
 
 from imitation.maml import MetaBatch, MetaConfig, MetaLearner, Params
 
-CONDITIONED = "bias_transform"  # the policy parameter that the video's embedding replaces
+# The policy parameters that the video's embedding replaces (those the policy has), in the embedding's order.
+CONDITIONED = ("bias_transform", "target_query")
+
+
+def conditioned_sizes(model: nn.Module) -> dict[str, int]:
+    """Name -> size of each policy parameter the embedding writes: the length the encoder must output."""
+    params = dict(model.named_parameters())
+    return {name: params[name].numel() for name in CONDITIONED if name in params}
 
 
 class VideoConditionedLearner(MetaLearner):
@@ -29,7 +36,8 @@ class VideoConditionedLearner(MetaLearner):
 
     def __init__(self, model: nn.Module, encoder: nn.Module, outer_loss: Callable[..., Tensor], cfg: MetaConfig = MetaConfig()) -> None:
         # One "step", no learned inner lrs: the fields about gradient steps do not apply.
-        cfg = replace(cfg, inner_steps=1, learn_inner_lr=False, first_order=False, adapt_only=(CONDITIONED,))
+        self.conditioned = conditioned_sizes(model)
+        cfg = replace(cfg, inner_steps=1, learn_inner_lr=False, first_order=False, adapt_only=tuple(self.conditioned))
         super().__init__(model, encoder, outer_loss, cfg)
 
     @torch.no_grad()
@@ -47,8 +55,8 @@ class VideoConditionedLearner(MetaLearner):
     def _adapt(self, params: Params, inputs: tuple, targets: tuple, create_graph: bool,
                plain_autograd: bool = False) -> tuple[Params, Tensor]:
         features = functional_call(self.model, params, inputs).features
-        embedding = self.inner_loss(features)
-        return {**params, CONDITIONED: embedding}, features.new_zeros(0)
+        parts = torch.split(self.inner_loss(features), list(self.conditioned.values()))
+        return {**params, **dict(zip(self.conditioned, parts))}, features.new_zeros(0)
 
     def _loss_stats(self, outer: Tensor, inner: Tensor) -> dict[str, Tensor]:
         return {"outer_loss": outer.mean().detach()}

@@ -17,7 +17,7 @@ from imitation.policy import POLICY_HEAD, PolicyConfig
 TINY_POLICY = PolicyConfig(
     image_size=(8, 8), conv_filters=(3, 4), conv_kernel=3, conv_strides=(2, 2), fc_sizes=(6, 5), bias_transform_dim=2
 )
-TINY_GOAL_POLICY = replace(TINY_POLICY, goal_prediction=True)
+TINY_GOAL_POLICY = replace(TINY_POLICY, goal_prediction=True, target_query=True)
 TINY_LOSS = AdaptationLossConfig(channels=3, kernel_size=3, outputs=2)
 
 
@@ -44,7 +44,7 @@ def meta_gradient(learner: MetaLearner, batch: MetaBatch) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("inner_steps, adapt_only, policy", [
-    (1, (), TINY_POLICY), (2, (), TINY_POLICY), (2, POLICY_HEAD, TINY_POLICY), (2, POLICY_HEAD, TINY_GOAL_POLICY),
+    (1, (), TINY_POLICY), (2, (), TINY_POLICY), (2, POLICY_HEAD, TINY_POLICY), (2, (*POLICY_HEAD, "target_query"), TINY_GOAL_POLICY),
 ])
 def test_meta_gradient_matches_finite_differences(inner_steps: int, adapt_only: tuple[str, ...], policy: PolicyConfig) -> None:
     """Second order, learned loss and learned inner lrs: directional derivatives vs central differences."""
@@ -73,7 +73,7 @@ def test_meta_gradient_matches_finite_differences(inner_steps: int, adapt_only: 
 
 @pytest.mark.parametrize("dtype, tol, adapt_only, policy", [
     (torch.float64, 1e-10, (), TINY_POLICY), (torch.float32, 1e-5, (), TINY_POLICY),
-    (torch.float64, 1e-10, POLICY_HEAD, TINY_POLICY), (torch.float64, 1e-10, POLICY_HEAD, TINY_GOAL_POLICY),
+    (torch.float64, 1e-10, POLICY_HEAD, TINY_POLICY), (torch.float64, 1e-10, (*POLICY_HEAD, "target_query"), TINY_GOAL_POLICY),
 ])
 def test_vmap_matches_loop(dtype: torch.dtype, tol: float, adapt_only: tuple[str, ...], policy: PolicyConfig) -> None:
     cfg = MetaConfig(inner_steps=2, learn_inner_lr=True, inner_grad_clip=0.05, task_batching="loop", adapt_only=adapt_only)
@@ -102,6 +102,17 @@ def test_first_order_refuses_a_learned_loss_and_works_with_a_frozen_one() -> Non
     learner.inner_loss.requires_grad_(True)
     with pytest.raises(ValueError, match="zero meta-gradient"):
         first.meta_step(batch)
+
+
+def test_support_of_other_tasks_is_a_cyclic_shift() -> None:
+    learner, batch = tiny_learner(MetaConfig())
+    other = batch.with_support_of_other_tasks()
+    assert torch.equal(other.support_inputs[0][1], batch.support_inputs[0][0])
+    assert torch.equal(other.support_inputs[0][0], batch.support_inputs[0][-1])
+    assert other.query_inputs is batch.query_inputs and other.query_targets is batch.query_targets
+    assert learner.evaluate(other)["outer_loss_post"] != learner.evaluate(batch)["outer_loss_post"]
+    with pytest.raises(ValueError, match="at least 2 tasks"):
+        MetaBatch(*(tuple(t[:1] for t in part) for part in batch.parts())).with_support_of_other_tasks()
 
 
 def test_first_order_differs_from_second_order() -> None:

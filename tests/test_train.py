@@ -115,6 +115,8 @@ def test_command_trains_and_records(train_data: Path, tmp_path: Path) -> None:
     assert len(losses) == 4 and losses[-1] < 0.6 * losses[0], losses
     val = [m for m in metrics if "val/outer_loss_post" in m]
     assert [m["step"] for m in val] == [10, 20] and all(np.isfinite(m["val/outer_loss_pre"]) for m in val)
+    for m in val:  # the control: each task adapted on another task's video
+        assert m["val/video_gain"] == pytest.approx(m["val/outer_loss_other_video"] - m["val/outer_loss_post"])
     assert all(m["train/meta_steps_per_s"] > 0 and m["train/tasks_per_s"] > 0 for m in metrics)
     assert OmegaConf.load(run_dir / "config.yaml").run_dir == str(run_dir)
     assert json.loads((run_dir / "run.json").read_text())["starts"][0]["code"]["git"]

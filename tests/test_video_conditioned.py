@@ -8,20 +8,23 @@ from torch.func import functional_call
 
 from imitation.adaptation_loss import build_adaptation_loss
 from imitation.maml import MetaConfig
-from imitation.video_conditioned import CONDITIONED, VideoConditionedLearner
-from tests.test_maml import TINY_LOSS, tiny_learner
+from imitation.video_conditioned import VideoConditionedLearner
+from tests.test_maml import TINY_GOAL_POLICY, TINY_LOSS, tiny_learner
 
 ENCODER = replace(TINY_LOSS, kind="encoder")
 
 
-def test_the_video_sets_the_bias_transform_and_nothing_else() -> None:
-    learner, batch = tiny_learner(MetaConfig(learn_inner_lr=True, inner_steps=3), torch.float64, ENCODER)
-    assert isinstance(learner, VideoConditionedLearner) and learner.param_names == [CONDITIONED]
+@pytest.mark.parametrize("policy, conditioned", [(None, ["bias_transform"]), (TINY_GOAL_POLICY, ["bias_transform", "target_query"])])
+def test_the_video_sets_the_conditioned_parameters_and_nothing_else(policy, conditioned: list[str]) -> None:
+    extra = {} if policy is None else {"policy": policy}
+    learner, batch = tiny_learner(MetaConfig(learn_inner_lr=True, inner_steps=3), torch.float64, ENCODER, **extra)
+    assert isinstance(learner, VideoConditionedLearner) and learner.param_names == conditioned
     videos = batch.support_inputs[0]
     with torch.no_grad():
         a, b = (learner.adapt(learner.model.video_inputs(videos[i])) for i in (0, 1))
-    assert set(a) == {CONDITIONED} and a[CONDITIONED].shape == learner.model.bias_transform.shape
-    assert not torch.allclose(a[CONDITIONED], b[CONDITIONED])  # another video, another embedding
+    params = dict(learner.model.named_parameters())
+    assert set(a) == set(conditioned) and all(a[name].shape == params[name].shape for name in conditioned)
+    assert all(not torch.allclose(a[name], b[name]) for name in conditioned)  # another video, another embedding
     images, states = batch.query_inputs[0][0], batch.query_inputs[1][0]
     with torch.no_grad():
         assert not torch.allclose(functional_call(learner.model, a, (images, states)).actions, learner.model(images, states).actions)
