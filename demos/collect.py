@@ -25,7 +25,7 @@ from demos.config import CollectConfig, plan_of
 from demos.format import code_version, num_shard_files, shard_name
 from demos.manifest import prepare_output, update_manifest
 from demos.pool import report, run_spawned
-from demos.seeds import MAX_TASKS, split_tasks, stream_seed
+from demos.seeds import MAX_TASKS, split_tasks, stream_seed, targets_per_set
 from demos.shards import Demo, TaskEpisodes, Video, remove_stale_temporaries, write_shard
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def collect_task(env: gym.Env, cfg: CollectConfig, index: int, task: envs.TaskSp
             if out.failures[kind] > cfg.max_failures:
                 log.warning("task %d (%s) skipped: more than %d failed %ss", index, out.task_id, cfg.max_failures, kind)
                 return TaskEpisodes(index=index, spec=out.spec, task_id=out.task_id, failures=out.failures, skipped=True)
-            episode = record(stream_seed(cfg.base_seed, cfg.split, index, kind, attempt), attempt)
+            episode = record(stream_seed(cfg.base_seed, cfg.split, stream_index(cfg, index, kind), kind, attempt), attempt)
             attempt += 1
             if episode is None:
                 out.failures[kind] += 1
@@ -116,6 +116,13 @@ def collect_task(env: gym.Env, cfg: CollectConfig, index: int, task: envs.TaskSp
                 kept.append(episode)
             progress(kind, episode is not None)
     return out
+
+
+def stream_index(cfg: CollectConfig, index: int, kind: str) -> int:
+    """Whose seed stream task ``index`` draws its ``kind`` episodes from: its own, or (same_scenes demos) its set's."""
+    if kind == "demo" and cfg.same_scenes:
+        return index - index % targets_per_set(cfg.env.family)  # the first task of the object set
+    return index
 
 
 def collect_shard(cfg: CollectConfig, shard: int, tasks: list[envs.TaskSpec], progress: Progress) -> ShardResult:
@@ -168,6 +175,8 @@ def check_config(cfg: CollectConfig) -> None:
         raise ValueError("workers and max_failures must be >= 0")
     if cfg.compression not in ("gzip", "lzf", "none"):
         raise ValueError(f"compression must be gzip, lzf or none, got {cfg.compression!r}")
+    if cfg.same_scenes and not cfg.all_targets:
+        raise ValueError("same_scenes=true shares robot scenes between the tasks of one object set: it needs all_targets=true")
 
 
 def collect(cfg: CollectConfig) -> CollectReport:

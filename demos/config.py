@@ -35,6 +35,11 @@ class CollectConfig:
     # each drawn object set once per choice of target (reach: 3 tasks per set): the scenes of the data then never tell
     # the target, even to a model that memorises them; only the video does (see README, Results)
     all_targets: bool = False
+    # with all_targets: the tasks of one object set share their robot demos' seeds, so each robot scene (arrangement
+    # and start) is recorded once per target. Without it, every demo's scene is unique and a model can memorise which
+    # target goes with which scene; with it, the same first frame leads to every target, and only the video can say
+    # which (the human videos keep their own seeds).
+    same_scenes: bool = False
     max_failures: int = 20  # failed episodes of one kind for one task after which that task is skipped (and recorded)
     tasks_per_shard: int = 10  # consecutive tasks per HDF5 file: the unit of parallel work and of resuming
     compression: str = "gzip"  # HDF5 filter for the frames: gzip (level 4, portable) | lzf (h5py only) | none
@@ -56,4 +61,5 @@ def plan_of(cfg: CollectConfig) -> dict:
         "max_failures": cfg.max_failures,
         "tasks_per_shard": cfg.tasks_per_shard,
         "compression": cfg.compression,
-    } | ({"all_targets": True} if cfg.all_targets else {})  # absent when off: plans of earlier datasets still match
+    } | ({"all_targets": True} if cfg.all_targets else {}) | ({"same_scenes": True} if cfg.same_scenes else {})
+    # (absent when off: the plans of earlier datasets still match)

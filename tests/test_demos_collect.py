@@ -17,12 +17,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from demos import DatasetMismatchError, FormatVersionError, ManifestError
 from demos.collect import collect
+from demos.reader import PairDataset
 from demos.config import CollectConfig, plan_of
 from demos.seeds import split_tasks
 from demos.testing import TINY, reference, run_collect, run_data, scratch  # noqa: F401 (fixtures)
@@ -171,6 +173,22 @@ def test_all_targets_gives_every_object_set_each_target(family: str, per_set: in
     assert split_tasks(0, family, "train", 3) != tasks[:3]  # off (the default): the earlier stream, unchanged
 
 
+def test_same_scenes_shows_one_robot_scene_with_every_target(tmp_path: Path) -> None:
+    """same_scenes=true: the tasks of an object set share their demos' scenes, so the first frame cannot tell the target."""
+    collect(tiny_config(tmp_path, "num_tasks=3", "demos_per_task=1", "videos_per_task=1", "all_targets=true", "same_scenes=true"))
+    data = PairDataset(tmp_path, "train", image_size=32)
+    pairs = [data.pair(task, 0, 0) for task in range(3)]
+    assert len({data.tasks[k].spec["target"] for k in range(3)}) == 3
+    for p in pairs[1:]:
+        assert torch.equal(p.images[0], pairs[0].images[0]) and torch.equal(p.states[0], pairs[0].states[0])
+        assert (p.states[-1, :2] - pairs[0].states[-1, :2]).norm() > 0.1  # each demo ends at its own target
+        assert not torch.equal(p.video, pairs[0].video)
+    with pytest.raises(ValueError, match="needs all_targets"):
+        collect(tiny_config(tmp_path / "b", "same_scenes=true"))
+
+
 def test_all_targets_is_part_of_the_plan_only_when_on() -> None:
     assert "all_targets" not in plan_of(CollectConfig(out="x"))
     assert plan_of(CollectConfig(out="x", all_targets=True))["all_targets"] is True
+    assert "same_scenes" not in plan_of(CollectConfig(out="x", all_targets=True))
+    assert plan_of(CollectConfig(out="x", all_targets=True, same_scenes=True))["same_scenes"] is True
