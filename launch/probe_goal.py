@@ -1,12 +1,14 @@
 """Diagnostic (not a test): can a supervised network find the target in a dataset, and from what?
 
-    python -m launch.probe_goal --data data/reach-at --given none|hue|video [--steps 2000] [--seed 0]
+    python -m launch.probe_goal --data data/reach-at --given none|hue|video|robot_demo [--steps 2000] [--seed 0]
 
 It predicts where the robot demo's effector ends (for reach: the target's position) from the robot's first frame,
 with the policy's own trunk (conv + layer norm + spatial soft-argmax), given besides that frame:
 - ``none``: nothing. It can only learn a scene prior, or memorise which target goes with which training scene;
 - ``hue``: the target's hue as (cos, sin), an oracle identity that interpolates to unseen hues;
-- ``video``: the feature points of three late frames of the task's human video (same trunk).
+- ``video``: the feature points of three late frames of the task's human video (same trunk);
+- ``robot_demo``: the same, from another robot demo of the task (another scene, the robot's camera): whether the
+  target can be read from a demonstration at all, apart from the human video's viewpoint and look.
 It prints the mean error and the fraction within 5 cm ("hit") on the training split and on the val split (new
 objects) every 500 steps. Hitting training samples from ``none`` means the data let a model skip the video;
 compare against val to tell memorisation from a skill.
@@ -26,21 +28,25 @@ from demos.reader import PairDataset
 from imitation.layers import spatial_soft_argmax
 from imitation.policy import Policy, PolicyConfig
 
-GIVEN = ("none", "hue", "video")  # besides the robot frame: nothing, (cos, sin) of the target's hue, 3 video frames
+GIVEN = ("none", "hue", "video", "robot_demo")  # besides the robot frame: nothing, the target's hue, 3 demo frames
 HIT = 0.05  # metres
 TABLE_CENTRE = (0.53, 0.0)
 
 
 def load(root: str, split: str) -> dict[str, Tensor]:
-    """Every (video, demo) pair of a split: 3 late video frames, the first robot frame, target hue, final effector xy."""
+    """Every (video, demo) pair of a split: 3 late frames of the video and of another demo of the task, the first
+    robot frame, the target's hue, the final effector xy."""
     data = PairDataset(root, split, image_size=64)
-    rows: dict[str, list[Tensor]] = {"video": [], "image": [], "hue": [], "goal": []}
+    rows: dict[str, list[Tensor]] = {"video": [], "robot_demo": [], "image": [], "hue": [], "goal": []}
     for i in range(len(data)):
         pair = data[i]
-        spec = data.tasks[int(pair.task)].spec
+        task, demo = int(pair.task), i % data.num_demos
+        spec = data.tasks[task].spec
         angle = spec["objects"][spec["target"]]["hue"] * 2 * math.pi / 36
         t = pair.video.shape[0]
-        rows["video"].append(pair.video[[t // 2, 3 * t // 4, t - 1]])
+        late = [t // 2, 3 * t // 4, t - 1]
+        rows["video"].append(pair.video[late])
+        rows["robot_demo"].append(data.pair(task, 0, (demo + 1) % data.num_demos).images[late])
         rows["image"].append(pair.images[0])
         rows["hue"].append(torch.tensor([math.cos(angle), math.sin(angle)]))
         rows["goal"].append(pair.states[-1, :2])
@@ -53,7 +59,7 @@ class GoalProbe(nn.Module):
         policy = Policy(PolicyConfig())
         self.trunk, self.temperature, self.given = policy.trunk, policy.softmax_temperature, given
         points = 2 * PolicyConfig().conv_filters[-1]
-        extra = {"none": 0, "hue": 2, "video": 3 * points}[given]
+        extra = {"none": 0, "hue": 2, "video": 3 * points, "robot_demo": 3 * points}[given]
         self.mlp = nn.Sequential(nn.Linear(points + extra, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 2))
 
     def points(self, images: Tensor) -> Tensor:
@@ -63,8 +69,8 @@ class GoalProbe(nn.Module):
         parts = [self.points(batch["image"])]
         if self.given == "hue":
             parts.append(batch["hue"])
-        if self.given == "video":
-            video = batch["video"]
+        if self.given in ("video", "robot_demo"):
+            video = batch[self.given]
             parts.append(self.points(video.reshape(-1, *video.shape[2:])).reshape(video.shape[0], -1))
         return 0.1 * self.mlp(torch.cat(parts, dim=-1)) + torch.tensor(TABLE_CENTRE)
 
