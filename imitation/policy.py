@@ -119,8 +119,9 @@ class Policy(nn.Module):
             points = torch.cat([points, spatial_soft_argmax(scores, torch.ones((), dtype=dtype))], dim=-1)
         bias = self.bias_transform.expand(points.shape[0], -1)
         inputs = [points, states.reshape(-1, self.cfg.state_dim).to(dtype), bias]
-        goal = None if self.goal is None else self.goal(torch.cat([points, bias], dim=-1))
-        if goal is not None:
+        goal = None
+        if self.goal is not None:
+            goal = self.goal(torch.cat([points, bias], dim=-1))
             inputs.append(goal)
         h = torch.cat(inputs, dim=-1)
         for layer in self.fc:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demos.collect import collect, make_env, record_demo, record_video
+from demos.collect import collect, make_env, record_demo, record_video, stream_index
 from demos.config import CollectConfig, EnvConfig
 from demos.seeds import split_tasks, stream_seed
 
@@ -59,8 +59,8 @@ def raw_throughput(cfg: CollectConfig) -> Throughput:
     tasks = split_tasks(cfg.base_seed, cfg.env.family, cfg.split, cfg.num_tasks, cfg.all_targets)
     start, cpu = time.perf_counter(), cpu_seconds()
     for i, task in enumerate(tasks):
-        record_demo(env, task, stream_seed(cfg.base_seed, cfg.split, i, "demo", 0), 0)
-        record_video(env, stream_seed(cfg.base_seed, cfg.split, i, "video", 0), 0)
+        record_demo(env, task, stream_seed(cfg.base_seed, cfg.split, stream_index(cfg, i, "demo"), "demo", 0), 0)
+        record_video(env, stream_seed(cfg.base_seed, cfg.split, stream_index(cfg, i, "video"), "video", 0), 0)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     env.close()
     return Throughput(60 * len(tasks) / seconds, 2 * len(tasks) / seconds, cpu / (2 * len(tasks)))

@@ -86,7 +86,10 @@ def pipeline(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
-    pipeline(args) if args.pipeline else shipped(args)
+    if args.pipeline:
+        pipeline(args)
+    else:
+        shipped(args)
 
 
 if __name__ == "__main__":
