@@ -1,7 +1,7 @@
 """The training reader: (human video, robot demo) pairs of the same task, as uint8/float32 torch tensors.
 
     ds = PairDataset("data/push", "train", image_size=64)
-    pair = ds[0]                                   # one pair: Pair(video, images, states, actions, task)
+    pair = ds[0]                                   # one pair: Pair(video, images, states, actions, task, target_hue)
     batch = ds.sample(np.random.default_rng(0), 4)  # a meta-batch: 4 distinct tasks, stacked
     loader = DataLoader(ds, batch_sampler=MetaBatchSampler(ds, num_tasks=4, num_batches=1000, seed=0), num_workers=2)
 
@@ -12,6 +12,7 @@ keeps a small LRU cache of decompressed episodes.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from torch.utils.data import Dataset, Sampler
 
 from demos.format import DatasetError, DatasetMismatchError, read_manifest
 from demos.shards import open_shard, read_episode, resample_indices
+from envs.objects import NUM_HUES
 
 
 class Pair(NamedTuple):
@@ -36,6 +38,15 @@ class Pair(NamedTuple):
     states: torch.Tensor  # float32 (T, 11): end-effector position, gripper opening, 7 joint positions
     actions: torch.Tensor  # float32 (T, 4): end-effector velocity (x, y, z) and gripper command
     task: torch.Tensor  # int64 (): index of the task in `PairDataset.tasks`
+    # float32 (2,): (cos, sin) of the target object's hue angle, from the task spec. A training label only (an
+    # auxiliary loss may use it); no model reads it, and test-time adaptation never has it.
+    target_hue: torch.Tensor
+
+
+def target_hue(spec: dict) -> torch.Tensor:
+    """(cos, sin) of the hue angle of the task's target object: hues lie on a circle, so nearby bins stay near."""
+    angle = 2 * math.pi * spec["objects"][spec["target"]]["hue"] / NUM_HUES
+    return torch.tensor([math.cos(angle), math.sin(angle)], dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,8 @@ class PairDataset(Dataset):
         images, states, actions = self._episode(task, "demos", demo)
         resampled = frames[resample_indices(len(frames), len(images))]
         return Pair(torch.from_numpy(resampled), torch.from_numpy(images.copy()), torch.from_numpy(states.copy()),
-                    torch.from_numpy(actions.copy()), torch.tensor(task, dtype=torch.int64))
+                    torch.from_numpy(actions.copy()), torch.tensor(task, dtype=torch.int64),
+                    target_hue(self.tasks[task].spec))
 
     # ----- in-process sampling ----------------------------------------------------------------------------
     def sample(self, rng: np.random.Generator, num_tasks: int) -> Pair:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from imitation.layers import ChannelNorm
 from imitation.policy import PolicyOutput
+from imitation.target_reader import TargetMatchLoss, TargetReader, video_maps
 
 LOSS_KINDS = ("temporal", "linear", "encoder")
 
@@ -32,6 +34,11 @@ class AdaptationLossConfig:
     outputs: int = 7  # channels whose mean square is the loss
     norm: str = "layer"  # normalisation after each temporal conv: "layer" (no scale) or "group"
     scale: float = 1.0  # multiplies the mean of squares
+    # Read which object the video is about and aim the policy's target query at it (needs policy.target_query):
+    # DAML adds imitation.target_reader.TargetMatchLoss to the learned loss; the black box maps the read
+    # appearance to the query. Add `target_query` to meta.adapt_only for DAML's step to move the query.
+    target_match: bool = False
+    match_scale: float = 5.0  # initial (meta-learned) weight of the match term
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -73,16 +80,28 @@ class TemporalConvLoss(nn.Module):
 
 
 class TemporalVideoEncoder(nn.Module):
-    """(T, F) features of one video -> (embedding_dim,): ``temporal_conv_net``'s outputs averaged over time."""
+    """A video pass (``PolicyOutput`` of T frames) -> (embedding_dim,): ``temporal_conv_net``'s outputs averaged
+    over time. With ``cfg.target_match`` the last ``query_dim`` entries are instead a linear map of the target
+    appearance that a ``TargetReader`` reads from the feature maps (the policy's target query)."""
 
-    def __init__(self, feature_dim: int, embedding_dim: int, cfg: AdaptationLossConfig = AdaptationLossConfig(kind="encoder")) -> None:
+    def __init__(self, feature_dim: int, embedding_dim: int, cfg: AdaptationLossConfig = AdaptationLossConfig(kind="encoder"),
+                 query_dim: int = 0) -> None:
         super().__init__()
-        self.net = temporal_conv_net(feature_dim, cfg, embedding_dim)
+        if cfg.target_match and not query_dim:
+            raise ValueError("target_match needs a policy with a target query (policy.target_query=true)")
+        self.net = temporal_conv_net(feature_dim, cfg, embedding_dim - (query_dim if cfg.target_match else 0))
+        self.reader = TargetReader(query_dim) if cfg.target_match else None
+        self.to_query = nn.Linear(query_dim, query_dim) if cfg.target_match else None
 
-    def forward(self, features: Tensor) -> Tensor:
+    def forward(self, output: PolicyOutput) -> Tensor:
+        features = output.features
         if features.dim() != 2:
             raise ValueError(f"the encoder reads one video's (T, F) features, got shape {tuple(features.shape)}")
-        return self.net(_time_last(features)).mean(dim=-1)[0]
+        embedding = self.net(_time_last(features)).mean(dim=-1)[0]
+        if self.reader is None:
+            return embedding
+        _, appearance = self.reader(video_maps(output))
+        return torch.cat([embedding, self.to_query(appearance)])
 
 
 class LinearFeatureLoss(nn.Module):
@@ -105,11 +124,13 @@ def build_adaptation_loss(feature_dim: int, cfg: AdaptationLossConfig = Adaptati
 
 
 class VideoAdaptationLoss(nn.Module):
-    """Inner loss for ``MetaLearner``: the learned loss applied to the features of a policy's video pass."""
+    """Inner loss for ``MetaLearner``: the learned loss applied to the features of a policy's video pass, plus the
+    target match term (``TargetMatchLoss``) when there is one."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, match: TargetMatchLoss | None = None) -> None:
         super().__init__()
-        self.net = net
+        self.net, self.match = net, match
 
     def forward(self, output: PolicyOutput) -> Tensor:
-        return self.net(output.features)
+        loss = self.net(output.features)
+        return loss if self.match is None else loss + self.match(output)

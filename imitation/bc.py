@@ -13,6 +13,7 @@ from imitation.adaptation_loss import (AdaptationLossConfig, TemporalVideoEncode
 from imitation.layers import init_parameters
 from imitation.maml import MetaBatch, MetaConfig, MetaLearner
 from imitation.policy import Policy, PolicyConfig, PolicyOutput
+from imitation.target_reader import TargetMatchLoss
 from imitation.video_conditioned import VideoConditionedLearner, conditioned_sizes
 
 GRIPPER_LOSSES = ("bce", "mse")
@@ -32,6 +33,9 @@ class BCLossConfig:
     # demo's effector ended (only for a policy with goal_prediction). 10: a 5 cm miss costs 0.025, about the BC
     # loss of a trained policy.
     goal_weight: float = 10.0
+    # Weight of the MSE between the hue the policy reads off its target query and the target's (cos, sin) hue label
+    # (only for a policy with hue_prediction, and only where the label is known: in meta-training).
+    hue_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.gripper_loss not in GRIPPER_LOSSES:
@@ -39,16 +43,17 @@ class BCLossConfig:
 
 
 class BehaviourCloningLoss(nn.Module):
-    """``(PolicyOutput, expert actions (..., T, 4), final effector position (..., 3)) -> scalar``.
+    """``(PolicyOutput, expert actions (..., T, 4), final effector position (..., 3)[, target hue (..., 2)]) -> scalar``.
 
-    Velocity MSE plus a gripper BCE or MSE term, plus the goal term when the policy predicts a goal.
+    Velocity MSE plus a gripper BCE or MSE term, plus the goal term when the policy predicts a goal, plus the hue
+    term when the policy predicts the target's hue and the label is given.
     """
 
     def __init__(self, cfg: BCLossConfig = BCLossConfig()) -> None:
         super().__init__()
         self.cfg = cfg
 
-    def forward(self, output: PolicyOutput, actions: Tensor, final_effector: Tensor) -> Tensor:
+    def forward(self, output: PolicyOutput, actions: Tensor, final_effector: Tensor, target_hue: Tensor | None = None) -> Tensor:
         predicted = output.actions
         actions = actions.to(predicted.dtype)
         velocity = F.mse_loss(predicted[..., :3], actions[..., :3])
@@ -57,25 +62,34 @@ class BehaviourCloningLoss(nn.Module):
         else:
             gripper = F.mse_loss(predicted[..., 3], actions[..., 3])
         loss = self.cfg.velocity_weight * velocity + self.cfg.gripper_weight * gripper
-        if output.goal is None:
-            return loss
-        target = final_effector.to(predicted.dtype).unsqueeze(-2).expand_as(output.goal)
-        return loss + self.cfg.goal_weight * F.mse_loss(output.goal, target)
+        if output.goal is not None:
+            loss = loss + self.cfg.goal_weight * _per_frame_mse(output.goal, final_effector)
+        if output.target_hue is not None and target_hue is not None:
+            loss = loss + self.cfg.hue_weight * _per_frame_mse(output.target_hue, target_hue)
+        return loss
+
+
+def _per_frame_mse(per_frame: Tensor, episode_value: Tensor) -> Tensor:
+    """MSE between a (..., T, D) prediction at every frame and one (..., D) value of the whole episode."""
+    return F.mse_loss(per_frame, episode_value.to(per_frame.dtype).unsqueeze(-2).expand_as(per_frame))
 
 
 def imitation_batch(
-    policy: Policy, videos: Tensor, demo_images: Tensor, demo_states: Tensor, demo_actions: Tensor
+    policy: Policy, videos: Tensor, demo_images: Tensor, demo_states: Tensor, demo_actions: Tensor,
+    target_hues: Tensor | None = None,
 ) -> MetaBatch:
     """A meta-batch from per-task tensors (task first): videos (N,T,H,W,3) uint8, demos (N,T,...) from the reader.
 
     The video pass gets a zeroed robot state and no targets: adaptation sees frames only. The outer loss gets the
-    expert actions and where the demo's effector ended (the goal the policy may predict).
+    expert actions, where the demo's effector ended (the goal the policy may predict) and, when given, the target's
+    hue label (N, 2) (the hue the policy may read off its target query).
     """
+    hues = () if target_hues is None else (target_hues,)
     return MetaBatch(
         support_inputs=policy.video_inputs(videos),
         support_targets=(),
         query_inputs=(demo_images, demo_states),
-        query_targets=(demo_actions, demo_states[:, -1, EFFECTOR_POSITION]),
+        query_targets=(demo_actions, demo_states[:, -1, EFFECTOR_POSITION], *hues),
     )
 
 
@@ -91,10 +105,14 @@ def build_imitation_learner(
 
     With ``loss_cfg.kind="encoder"``: the black-box baseline, a ``VideoConditionedLearner`` (no loss, no step).
     """
+    if loss_cfg.target_match and not policy_cfg.target_query:
+        raise ValueError("loss.target_match=true aims the policy's target query: set policy.target_query=true too")
     policy = init_parameters(Policy(policy_cfg), generator)
+    query_dim = policy_cfg.conv_filters[-1] if policy_cfg.target_query else 0
     if loss_cfg.kind == "encoder":
         embedding_dim = sum(conditioned_sizes(policy).values())
-        encoder = init_parameters(TemporalVideoEncoder(policy.feature_dim, embedding_dim, loss_cfg), generator)
+        encoder = init_parameters(TemporalVideoEncoder(policy.feature_dim, embedding_dim, loss_cfg, query_dim), generator)
         return VideoConditionedLearner(policy, encoder, BehaviourCloningLoss(bc_cfg), meta_cfg)
-    inner = init_parameters(VideoAdaptationLoss(build_adaptation_loss(policy.feature_dim, loss_cfg)), generator)
-    return MetaLearner(policy, inner, BehaviourCloningLoss(bc_cfg), meta_cfg)
+    match = TargetMatchLoss(query_dim, loss_cfg.match_scale) if loss_cfg.target_match else None
+    inner = VideoAdaptationLoss(build_adaptation_loss(policy.feature_dim, loss_cfg), match)
+    return MetaLearner(policy, init_parameters(inner, generator), BehaviourCloningLoss(bc_cfg), meta_cfg)

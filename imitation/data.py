@@ -94,7 +94,7 @@ def make_loader(dataset: PairDataset, sampler: Sampler[list[int]], cfg: LoaderCo
 
 def to_meta_batch(policy: Policy, pair: Pair, device: torch.device) -> MetaBatch:
     """The MetaBatch of a (host) meta-batch, on ``device``; frames stay uint8 until the policy converts them."""
-    on = [t.to(device, non_blocking=True) for t in (pair.video, pair.images, pair.states, pair.actions)]
+    on = [t.to(device, non_blocking=True) for t in (pair.video, pair.images, pair.states, pair.actions, pair.target_hue)]
     return imitation_batch(policy, *on)
 
 

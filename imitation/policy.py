@@ -35,6 +35,11 @@ class PolicyConfig:
     # "go to what looks like the thing in the video", where the layers after the soft-argmax can only reweigh
     # fixed points, one per channel.
     target_query: bool = False
+    # A linear head reads the target's hue, as (cos, sin), off the target query (needs target_query). Trained by the
+    # outer loss against the task spec's label (BCLossConfig.hue_weight), it asks whatever sets the query (the
+    # adaptation step, or the black-box encoder) for *which* object the video is about: supervised probes found the
+    # read-and-match of imitation.target_reader learned with this auxiliary label and not without it.
+    hue_prediction: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
 
@@ -45,6 +50,8 @@ class PolicyConfig:
             raise ValueError(f"norm must be one of {NORM_KINDS}, got {self.norm!r}")
         if not self.fc_sizes:
             raise ValueError("fc_sizes needs at least one hidden layer (its activations are the features)")
+        if self.hue_prediction and not self.target_query:
+            raise ValueError("hue_prediction reads the target query: set target_query=true too")
 
 
 # About the MIL/DAML pushing network, at the size those papers used; meant for a GPU.
@@ -62,12 +69,18 @@ POLICY_HEAD = ("bias_transform", "fc", "head")
 
 
 GOAL_DIM = 3  # the predicted final effector position (x, y, z), metres
+HUE_DIM = 2  # the target's hue angle as (cos, sin)
 
 
 class PolicyOutput(NamedTuple):
     actions: Tensor  # (..., action_dim)
     features: Tensor  # (..., fc_sizes[-1]): last hidden layer, the input of the learned adaptation loss
     goal: Tensor | None = None  # (..., 3): predicted final effector position; None without cfg.goal_prediction
+    # With cfg.target_query (else None): the last conv layer's map (..., C, h, w), which a learned adaptation loss
+    # may read (imitation.target_reader), and the query's scores over it (..., h, w) before their softmax.
+    feature_map: Tensor | None = None
+    query_logits: Tensor | None = None
+    target_hue: Tensor | None = None  # (..., 2): the hue read off the target query; None without cfg.hue_prediction
 
 
 class Policy(nn.Module):
@@ -96,6 +109,7 @@ class Policy(nn.Module):
         points_dim = 2 * channels + (2 if cfg.target_query else 0)
         goal_dim = GOAL_DIM if cfg.goal_prediction else 0
         self.goal = nn.Linear(points_dim + cfg.bias_transform_dim, GOAL_DIM) if cfg.goal_prediction else None
+        self.hue = nn.Linear(channels, HUE_DIM) if cfg.hue_prediction else None
         sizes = (points_dim + cfg.state_dim + cfg.bias_transform_dim + goal_dim, *cfg.fc_sizes)
         self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], cfg.action_dim)
@@ -114,9 +128,10 @@ class Policy(nn.Module):
         x = x.to(dtype, memory_format=torch.contiguous_format) / 255.0
         feature_map = self.trunk(x)
         points = spatial_soft_argmax(feature_map, self.softmax_temperature)
+        scores = None
         if self.target_query is not None:
-            scores = torch.einsum("nchw,c->nhw", feature_map, self.target_query).unsqueeze(1)
-            points = torch.cat([points, spatial_soft_argmax(scores, torch.ones((), dtype=dtype))], dim=-1)
+            scores = torch.einsum("nchw,c->nhw", feature_map, self.target_query)
+            points = torch.cat([points, spatial_soft_argmax(scores.unsqueeze(1), torch.ones((), dtype=dtype))], dim=-1)
         bias = self.bias_transform.expand(points.shape[0], -1)
         inputs = [points, states.reshape(-1, self.cfg.state_dim).to(dtype), bias]
         goal = None
@@ -127,8 +142,11 @@ class Policy(nn.Module):
         for layer in self.fc:
             h = F.relu(layer(h))
         actions = self.head(h)
+        hue = None if self.hue is None else self.hue(self.target_query).expand(*lead, HUE_DIM)
         return PolicyOutput(actions.reshape(*lead, -1), h.reshape(*lead, -1),
-                            None if goal is None else goal.reshape(*lead, -1))
+                            None if goal is None else goal.reshape(*lead, -1),
+                            None if scores is None else feature_map.reshape(*lead, *feature_map.shape[1:]),
+                            None if scores is None else scores.reshape(*lead, *scores.shape[1:]), hue)
 
     def video_inputs(self, video: Tensor) -> tuple[Tensor, Tensor]:
         """Model inputs for a video pass: the frames and an all-zero robot state (videos carry none, as in DAML)."""

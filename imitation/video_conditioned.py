@@ -55,9 +55,9 @@ class VideoConditionedLearner(MetaLearner):
 
     def _adapt(self, params: Params, inputs: tuple, targets: tuple, create_graph: bool,
                plain_autograd: bool = False) -> tuple[Params, Tensor]:
-        features = functional_call(self.model, params, inputs).features
-        parts = torch.split(self.inner_loss(features), list(self.conditioned.values()))
-        return {**params, **dict(zip(self.conditioned, parts))}, features.new_zeros(0)
+        output = functional_call(self.model, params, inputs)
+        parts = torch.split(self.inner_loss(output), list(self.conditioned.values()))
+        return {**params, **dict(zip(self.conditioned, parts))}, output.features.new_zeros(0)
 
     def _loss_stats(self, outer: Tensor, inner: Tensor) -> dict[str, Tensor]:
         return {"outer_loss": outer.mean().detach()}

@@ -19,6 +19,8 @@ TINY_POLICY = PolicyConfig(
 )
 TINY_GOAL_POLICY = replace(TINY_POLICY, goal_prediction=True, target_query=True)
 TINY_LOSS = AdaptationLossConfig(channels=3, kernel_size=3, outputs=2)
+TINY_MATCH_LOSS = replace(TINY_LOSS, target_match=True)
+QUERY_ADAPTED = (*POLICY_HEAD, "target_query")
 
 
 def tiny_learner(meta_cfg: MetaConfig, dtype: torch.dtype = torch.float64, loss_cfg=TINY_LOSS, seed: int = 0,
@@ -43,13 +45,15 @@ def meta_gradient(learner: MetaLearner, batch: MetaBatch) -> list[torch.Tensor]:
     return list(torch.autograd.grad(loss, meta_parameters(learner)))
 
 
-@pytest.mark.parametrize("inner_steps, adapt_only, policy", [
-    (1, (), TINY_POLICY), (2, (), TINY_POLICY), (2, POLICY_HEAD, TINY_POLICY), (2, (*POLICY_HEAD, "target_query"), TINY_GOAL_POLICY),
+@pytest.mark.parametrize("inner_steps, adapt_only, policy, loss", [
+    (1, (), TINY_POLICY, TINY_LOSS), (2, (), TINY_POLICY, TINY_LOSS), (2, POLICY_HEAD, TINY_POLICY, TINY_LOSS),
+    (2, QUERY_ADAPTED, TINY_GOAL_POLICY, TINY_LOSS), (2, QUERY_ADAPTED, TINY_GOAL_POLICY, TINY_MATCH_LOSS),
 ])
-def test_meta_gradient_matches_finite_differences(inner_steps: int, adapt_only: tuple[str, ...], policy: PolicyConfig) -> None:
+def test_meta_gradient_matches_finite_differences(inner_steps: int, adapt_only: tuple[str, ...], policy: PolicyConfig,
+                                                  loss: AdaptationLossConfig) -> None:
     """Second order, learned loss and learned inner lrs: directional derivatives vs central differences."""
     cfg = MetaConfig(inner_steps=inner_steps, inner_lr=0.3, learn_inner_lr=True, inner_grad_clip=None, adapt_only=adapt_only)
-    learner, batch = tiny_learner(cfg, policy=policy)
+    learner, batch = tiny_learner(cfg, loss_cfg=loss, policy=policy)
     params = meta_parameters(learner)
     grads = meta_gradient(learner, batch)
     assert all(g.abs().sum() > 0 for g in grads[-len(list(learner.inner_loss.parameters())) - 1 :])
@@ -71,13 +75,16 @@ def test_meta_gradient_matches_finite_differences(inner_steps: int, adapt_only: 
         assert analytic.item() == pytest.approx(numeric.item(), rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("dtype, tol, adapt_only, policy", [
-    (torch.float64, 1e-10, (), TINY_POLICY), (torch.float32, 1e-5, (), TINY_POLICY),
-    (torch.float64, 1e-10, POLICY_HEAD, TINY_POLICY), (torch.float64, 1e-10, (*POLICY_HEAD, "target_query"), TINY_GOAL_POLICY),
+@pytest.mark.parametrize("dtype, tol, adapt_only, policy, loss", [
+    (torch.float64, 1e-10, (), TINY_POLICY, TINY_LOSS), (torch.float32, 1e-5, (), TINY_POLICY, TINY_LOSS),
+    (torch.float64, 1e-10, POLICY_HEAD, TINY_POLICY, TINY_LOSS),
+    (torch.float64, 1e-10, QUERY_ADAPTED, TINY_GOAL_POLICY, TINY_LOSS),
+    (torch.float64, 1e-10, QUERY_ADAPTED, TINY_GOAL_POLICY, TINY_MATCH_LOSS),
 ])
-def test_vmap_matches_loop(dtype: torch.dtype, tol: float, adapt_only: tuple[str, ...], policy: PolicyConfig) -> None:
+def test_vmap_matches_loop(dtype: torch.dtype, tol: float, adapt_only: tuple[str, ...], policy: PolicyConfig,
+                           loss: AdaptationLossConfig) -> None:
     cfg = MetaConfig(inner_steps=2, learn_inner_lr=True, inner_grad_clip=0.05, task_batching="loop", adapt_only=adapt_only)
-    loop, batch = tiny_learner(cfg, dtype, policy=policy)
+    loop, batch = tiny_learner(cfg, dtype, loss, policy=policy)
     vmapped = MetaLearner(loop.model, loop.inner_loss, loop.outer_loss, replace(cfg, task_batching="vmap"))
     vmapped.inner_lrs = loop.inner_lrs
     loss_loop, stats_loop = loop.meta_loss(batch)

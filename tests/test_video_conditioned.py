@@ -14,10 +14,14 @@ from tests.test_maml import TINY_GOAL_POLICY, TINY_LOSS, tiny_learner
 ENCODER = replace(TINY_LOSS, kind="encoder")
 
 
-@pytest.mark.parametrize("policy, conditioned", [(None, ["bias_transform"]), (TINY_GOAL_POLICY, ["bias_transform", "target_query"])])
-def test_the_video_sets_the_conditioned_parameters_and_nothing_else(policy, conditioned: list[str]) -> None:
+@pytest.mark.parametrize("policy, conditioned, encoder", [
+    (None, ["bias_transform"], ENCODER),
+    (TINY_GOAL_POLICY, ["bias_transform", "target_query"], ENCODER),
+    (TINY_GOAL_POLICY, ["bias_transform", "target_query"], replace(ENCODER, target_match=True)),
+])
+def test_the_video_sets_the_conditioned_parameters_and_nothing_else(policy, conditioned: list[str], encoder) -> None:
     extra = {} if policy is None else {"policy": policy}
-    learner, batch = tiny_learner(MetaConfig(learn_inner_lr=True, inner_steps=3), torch.float64, ENCODER, **extra)
+    learner, batch = tiny_learner(MetaConfig(learn_inner_lr=True, inner_steps=3), torch.float64, encoder, **extra)
     assert isinstance(learner, VideoConditionedLearner) and learner.param_names == conditioned
     videos = batch.support_inputs[0]
     with torch.no_grad():
