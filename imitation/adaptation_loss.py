@@ -9,6 +9,7 @@ directly, with no loss and no gradient step (``imitation.video_conditioned``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +39,7 @@ class AdaptationLossConfig:
     # DAML adds imitation.target_reader.TargetMatchLoss to the learned loss; the black box maps the read
     # appearance to the query. Add `target_query` to meta.adapt_only for DAML's step to move the query.
     target_match: bool = False
-    match_scale: float = 5.0  # initial (meta-learned) weight of the match term
+    match_scale: float = 5.0  # initial (meta-learned) weight of DAML's match term, and of the black box's query
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -92,6 +93,9 @@ class TemporalVideoEncoder(nn.Module):
         self.net = temporal_conv_net(feature_dim, cfg, embedding_dim - (query_dim if cfg.target_match else 0))
         self.reader = TargetReader(query_dim) if cfg.target_match else None
         self.to_query = nn.Linear(query_dim, query_dim) if cfg.target_match else None
+        # A freshly initialised linear map gives a query too small to pick anything out of the robot's view (the
+        # softmax over it stays uniform, and so gets no gradient); scaled like DAML's match step, it starts sharp.
+        self.query_log_scale = nn.Parameter(torch.tensor(math.log(cfg.match_scale))) if cfg.target_match else None
 
     def forward(self, output: PolicyOutput) -> Tensor:
         features = output.features
@@ -101,7 +105,7 @@ class TemporalVideoEncoder(nn.Module):
         if self.reader is None:
             return embedding
         _, appearance = self.reader(video_maps(output))
-        return torch.cat([embedding, self.to_query(appearance)])
+        return torch.cat([embedding, self.query_log_scale.exp() * self.to_query(appearance)])
 
 
 class LinearFeatureLoss(nn.Module):
