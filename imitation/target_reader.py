@@ -12,8 +12,9 @@ The policy's target query finds an appearance in the robot's view by a dot produ
   target's appearance;
 - the black box (``imitation.video_conditioned``): a linear map of the pooled appearance *is* the query.
 
-Supervised probes on reach data (``launch/probe_goal.py``) found that feature points concatenated into fully
-connected layers do not learn this match; with it made explicit, they do.
+Supervised probes on reach data (``launch/probe_goal.py --head match``) found that feature points concatenated into
+fully connected layers do not learn this match, and that the explicit read-and-match learns it when an auxiliary
+loss asks for the target's hue during training (``PolicyConfig.hue_prediction``), and not without.
 """
 
 from __future__ import annotations

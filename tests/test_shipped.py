@@ -14,10 +14,12 @@ from launch.main import SHIPPED, SHIPPED_MODELS
 def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
     rollouts = {name: Rollout.from_checkpoint(SHIPPED / file) for name, file in SHIPPED_MODELS.items()}
     daml, black_box = rollouts["daml"], rollouts["blackbox"]
-    assert daml.learner.cfg.adapt_only == POLICY_HEAD and not isinstance(daml.learner, VideoConditionedLearner)
-    assert isinstance(black_box.learner, VideoConditionedLearner)
+    assert set(daml.learner.cfg.adapt_only) == {*POLICY_HEAD, "target_query"}
+    assert not isinstance(daml.learner, VideoConditionedLearner) and isinstance(black_box.learner, VideoConditionedLearner)
+    assert (daml.info.step, black_box.info.step) == (9500, 7500)  # as checkpoints/README.md says
     for rollout in rollouts.values():
-        assert rollout.info.step == 8000 and rollout.info.env["family"] == "reach" and rollout.image_size == (64, 64)
+        assert rollout.info.model.adaptation_loss.target_match and rollout.info.model.policy.hue_prediction
+        assert rollout.info.env["family"] == "reach" and rollout.image_size == (64, 64)
         video = np.random.default_rng(0).integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
         adapted, initial = rollout.adapt(video), rollout.initial_params()
         assert any(not torch.equal(adapted[name], initial[name]) for name in initial)
