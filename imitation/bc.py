@@ -106,7 +106,7 @@ def build_imitation_learner(
     With ``loss_cfg.kind="encoder"``: the black-box baseline, a ``VideoConditionedLearner`` (no loss, no step).
     """
     if loss_cfg.target_match and not policy_cfg.target_query:
-        raise ValueError("loss.target_match=true aims the policy's target query: set policy.target_query=true too")
+        raise ValueError("adaptation_loss.target_match=true aims the policy's target query: set policy.target_query=true too")
     policy = init_parameters(Policy(policy_cfg), generator)
     query_dim = policy_cfg.conv_filters[-1] if policy_cfg.target_query else 0
     if loss_cfg.kind == "encoder":

@@ -32,6 +32,9 @@ def test_pairs_are_uint8_videos_resampled_to_the_demo_of_the_same_task(reference
     assert np.array_equal(pair.images.numpy(), images) and np.array_equal(pair.actions.numpy(), actions)
     pair.images.zero_()  # a caller writing into a tensor must not change what the cache holds
     assert np.array_equal(ds[3].images.numpy(), images)
+    spec = ds.tasks[1].spec  # the training label: the target's hue angle as (cos, sin)
+    angle = np.deg2rad(10 * spec["objects"][spec["target"]]["hue"])
+    np.testing.assert_allclose(pair.target_hue.numpy(), [np.cos(angle), np.sin(angle)], atol=1e-6)
 
 
 def test_resample_keeps_the_ends_and_the_order() -> None:

@@ -56,6 +56,24 @@ def test_goal_prediction_is_trained_by_the_outer_loss() -> None:
     assert loss(out, actions, final) == pytest.approx(expected.item())
 
 
+def test_hue_prediction_is_read_off_the_query_and_trained_only_where_the_label_is_given() -> None:
+    policy = Policy(PolicyConfig(target_query=True, hue_prediction=True)).requires_grad_(False)
+    states, actions = torch.randn(2, 5, 11), torch.randn(2, 5, 4)
+    out = policy(frames(2, 5), states)
+    assert out.target_hue.shape == (2, 5, 2) and torch.equal(out.target_hue[0, 0], policy.hue(policy.target_query))
+    labels = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
+    batch = imitation_batch(policy, frames(2, 5), frames(2, 5), states, actions, labels)
+    assert torch.equal(batch.query_targets[2], labels)
+    loss = BehaviourCloningLoss()
+    final = batch.query_targets[1]
+    without_label = loss(out, actions, final)  # as in adapt_on_demo: no label, no hue term
+    assert without_label == pytest.approx(loss(out._replace(target_hue=None), actions, final, labels).item())
+    expected = without_label + torch.nn.functional.mse_loss(out.target_hue, labels.unsqueeze(1).expand(2, 5, 2))
+    assert loss(out, actions, final, labels) == pytest.approx(expected.item())
+    with pytest.raises(ValueError, match="target_query"):
+        PolicyConfig(hue_prediction=True)
+
+
 @pytest.mark.parametrize("cfg", [PolicyConfig(norm="group"), GPU_POLICY])
 def test_other_configs(cfg: PolicyConfig) -> None:
     policy = Policy(cfg)
