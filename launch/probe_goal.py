@@ -16,8 +16,8 @@ linear map makes that the query of an attention over the robot frame's feature m
 (x, y) maps linearly to the table. ``--hue-weight`` adds the auxiliary loss of ``policy.hue_prediction``: the
 target's hue read off the pooled appearance, against the task spec's label.
 It prints the mean error and the fraction within 5 cm ("hit") on the training split and on the val split (new
-objects) every 500 steps (and the hue error, for the match head). Hitting training samples from ``none`` means the data let a model skip the video;
-compare against val to tell memorisation from a skill.
+objects) every 500 steps (and the hue error, for the match head). Hitting training samples from ``none`` means the
+data let a model skip the video; compare against val to tell memorisation from a skill.
 """
 
 from __future__ import annotations
@@ -144,9 +144,9 @@ def main() -> None:
         optimizer.step()
         if step % 500 == 0:
             (te, th, tq), (ve, vh, vq) = error_and_hits(probe, train), error_and_hits(probe, val)
-            hue = f" (hue error {tq:.2f} / {vq:.2f})" if args.head == "match" else ""
+            hue_errors = f" (hue error {tq:.2f} / {vq:.2f})" if args.head == "match" else ""
             print(f"{args.given} {args.head} step {step}: train error {te:.3f} m, hit {th:.0%} | val error {ve:.3f} m, "
-                  f"hit {vh:.0%}{hue} | {time.perf_counter() - start:.0f} s", flush=True)
+                  f"hit {vh:.0%}{hue_errors} | {time.perf_counter() - start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
