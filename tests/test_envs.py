@@ -10,7 +10,9 @@ from gymnasium.utils.env_checker import check_env
 import envs
 from envs.objects import PRIMITIVES, SPLITS, ObjectIdentity, hues_in, shapes_in
 from envs.scene import REST_SPEED, object_name
-from envs.task_spec import TaskSpec
+from demos.seeds import targets_per_set, with_target
+from envs.task_spec import TaskSpec, sample_task
+from envs.tasks import FAMILY_CLASSES
 
 FAMILIES = list(envs.ENV_IDS)
 # CI runs a few seeds per family: enough to catch a broken expert. launch/bench_envs.py runs the full 100.
@@ -170,6 +172,21 @@ def test_scene_does_not_reveal_the_target(make_env):
     p = np.asarray(positions)
     # target and a distractor are drawn from the same distribution (means within a few cm)
     assert np.linalg.norm(p[:, 0].mean(0) - p[:, 1].mean(0)) < 0.04
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_arrangement_does_not_depend_on_the_target(family):
+    """The same draw places every object, container and goal alike whichever one is the target: for push this rules
+    out a scene where only one object lies at a push's distance from the goal."""
+    rng = np.random.default_rng(0)
+    arranger = FAMILY_CLASSES[family]()
+    for seed in range(30):
+        task = sample_task(rng, family, "train")
+        scenes = [arranger.arrange(np.random.default_rng(seed), with_target(task, c)) for c in range(targets_per_set(family))]
+        for scene in scenes[1:]:
+            for a, b in zip(scenes[0].objects + scenes[0].containers, scene.objects + scene.containers):
+                np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(scenes[0].goal if scenes[0].goal is not None else [], scene.goal if scene.goal is not None else [])
 
 
 @pytest.mark.parametrize(

@@ -25,12 +25,11 @@ class Push(TaskFamily):
     chosen_object = staticmethod(moved_object)
 
     def arrange(self, rng: np.random.Generator, task: TaskSpec) -> Arrangement:
-        for _ in range(1000):
+        # Every object, not only the target, must be a valid push: otherwise the scene alone would tell the target
+        # (the object at a push's distance from the goal), and the arrangement does not depend on the target.
+        for _ in range(10000):
             *objects, goal = sample_positions(rng, len(task.objects) + 1, min_gap=0.12, margin=0.03)
-            dist = np.linalg.norm(goal - objects[task.target])
-            # a push of 12-25 cm whose path does not run through the other object
-            others = [o for i, o in enumerate(objects) if i != task.target]
-            if 0.12 <= dist <= 0.25 and all(_clear_of_path(o, objects[task.target], goal) for o in others):
+            if all(_valid_push(objects, i, goal) for i in range(len(objects))):
                 return Arrangement(objects=objects, goal=goal)
         raise RuntimeError("could not arrange a push task")  # pragma: no cover
 
@@ -76,6 +75,13 @@ class Push(TaskFamily):
             Waypoint(end, grip=False, frames=int(rng.integers(14, 20))),
             Waypoint(end + [0, 0, 0.1] - 0.03 * u, grip=False, frames=int(rng.integers(6, 10))),
         ]
+
+
+def _valid_push(objects: list[np.ndarray], index: int, goal: np.ndarray) -> bool:
+    """Object `index` is 12-25 cm from the goal and its push path does not run through another object."""
+    start = objects[index]
+    others = [o for i, o in enumerate(objects) if i != index]
+    return 0.12 <= float(np.linalg.norm(goal - start)) <= 0.25 and all(_clear_of_path(o, start, goal) for o in others)
 
 
 def _clear_of_path(point: np.ndarray, start: np.ndarray, end: np.ndarray, clearance: float = 0.1) -> bool:
