@@ -67,14 +67,23 @@ class CollectReport:
 
 
 # ----- one task, one shard ----------------------------------------------------------------------------------
+DART_STREAM = 0x0DA7  # seeds the demo's action noise apart from the env's own draws of the same seed
+
+
 def make_env(cfg: CollectConfig) -> gym.Env:
     e = cfg.env
     return envs.make(e.family, split=cfg.split, image_size=e.image_size, robot_visuals=e.robot_visuals, renderer=e.renderer)
 
 
-def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int) -> Demo | None:
-    """One expert episode to the time limit; None when it fails."""
+def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, noise: float = 0.0) -> Demo | None:
+    """One expert episode to the time limit; None when it fails.
+
+    With ``noise`` > 0 the arm executes the expert's action plus Gaussian noise of that std on x, y, z (DART, Laskey
+    et al. 2017), while the demo records the expert's clean action: the data then holds the expert's corrections
+    from states a little off its own path, which a cloned policy visits and a noiseless expert never does.
+    """
     obs, info = env.reset(seed=seed, options={"task": task})
+    perturb = np.random.default_rng([seed, DART_STREAM])
     images, states, actions = [], [], []
     done = False
     while not done:
@@ -82,7 +91,10 @@ def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int) -> D
         images.append(obs["image"])
         states.append(obs["state"])
         actions.append(action)
-        obs, _, terminated, truncated, info = env.step(action)
+        executed = action.copy()
+        if noise > 0:
+            executed[:3] = np.clip(executed[:3] + perturb.normal(0.0, noise, 3), -1.0, 1.0)
+        obs, _, terminated, truncated, info = env.step(executed)
         done = terminated or truncated
     if not info["is_success"]:
         return None
@@ -100,7 +112,7 @@ def record_video(env: gym.Env, seed: int, attempt: int) -> Video | None:
 def collect_task(env: gym.Env, cfg: CollectConfig, index: int, task: envs.TaskSpec, progress: Progress) -> TaskEpisodes:
     """The demos, then the videos, of one task; each failure retries with the next attempt of its stream."""
     out = TaskEpisodes(index=index, spec=task.to_dict(), task_id=task.task_id())
-    plan = (("demo", cfg.demos_per_task, out.demos, lambda s, a: record_demo(env, task, s, a)),
+    plan = (("demo", cfg.demos_per_task, out.demos, lambda s, a: record_demo(env, task, s, a, cfg.demo_noise)),
             ("video", cfg.videos_per_task, out.videos, lambda s, a: record_video(env, s, a)))
     for kind, wanted, kept, record in plan:
         attempt = 0
@@ -175,6 +187,8 @@ def check_config(cfg: CollectConfig) -> None:
         raise ValueError("workers and max_failures must be >= 0")
     if cfg.compression not in ("gzip", "lzf", "none"):
         raise ValueError(f"compression must be gzip, lzf or none, got {cfg.compression!r}")
+    if not 0.0 <= cfg.demo_noise <= 1.0:
+        raise ValueError(f"demo_noise is a std in action units (|action| <= 1): it must be in [0, 1], got {cfg.demo_noise}")
     if cfg.same_scenes and not cfg.all_targets:
         raise ValueError("same_scenes=true shares robot scenes between the tasks of one object set: it needs all_targets=true")
 

@@ -40,6 +40,9 @@ class CollectConfig:
     # target goes with which scene; with it, the same first frame leads to every target, and only the video can say
     # which (the human videos keep their own seeds).
     same_scenes: bool = False
+    # std of Gaussian noise added to the expert's x, y, z action while a demo is executed (action units, 1 = 3 cm per
+    # step); the demo records the clean action (DART): the expert's corrections from off-path states. 0: no noise
+    demo_noise: float = 0.0
     max_failures: int = 20  # failed episodes of one kind for one task after which that task is skipped (and recorded)
     tasks_per_shard: int = 10  # consecutive tasks per HDF5 file: the unit of parallel work and of resuming
     compression: str = "gzip"  # HDF5 filter for the frames: gzip (level 4, portable) | lzf (h5py only) | none
@@ -61,5 +64,6 @@ def plan_of(cfg: CollectConfig) -> dict:
         "max_failures": cfg.max_failures,
         "tasks_per_shard": cfg.tasks_per_shard,
         "compression": cfg.compression,
-    } | ({"all_targets": True} if cfg.all_targets else {}) | ({"same_scenes": True} if cfg.same_scenes else {})
+    } | ({"all_targets": True} if cfg.all_targets else {}) | ({"same_scenes": True} if cfg.same_scenes else {}) \
+      | ({"demo_noise": cfg.demo_noise} if cfg.demo_noise else {})
     # (absent when off: the plans of earlier datasets still match)

@@ -23,9 +23,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from demos import DatasetMismatchError, FormatVersionError, ManifestError
-from demos.collect import collect
+from demos.collect import collect, make_env, record_demo
 from demos.reader import PairDataset
-from demos.config import CollectConfig, plan_of
+from demos.config import CollectConfig, EnvConfig, plan_of
 from demos.seeds import split_tasks
 from demos.testing import TINY, reference, run_collect, run_data, scratch  # noqa: F401 (fixtures)
 from launch.collect import CONF_DIR
@@ -120,6 +120,8 @@ def tiny_config(out: Path, *overrides: str) -> CollectConfig:
     (["num_tasks=3"], DatasetMismatchError, "collected with other settings .num_tasks: 2 there, 3 asked"),
     (["shard=2", "num_shards=2"], ValueError, r"shard must be in \[0, num_shards=2\)"),
     (["split=nope"], ValueError, "split must be one of"),
+    (["demo_noise=1.5"], ValueError, r"demo_noise .* must be in \[0, 1\], got 1.5"),
+    (["demo_noise=0.2"], DatasetMismatchError, "collected with other settings .*demo_noise"),
 ])
 def test_out_holding_another_dataset_or_bad_settings_are_refused(scratch: Path, overrides: list[str], error: type, message: str) -> None:
     before = digests(scratch)
@@ -187,8 +189,26 @@ def test_same_scenes_shows_one_robot_scene_with_every_target(tmp_path: Path) -> 
         collect(tiny_config(tmp_path / "b", "same_scenes=true"))
 
 
+@pytest.mark.parametrize("noise", [0.0, 0.2])
+def test_demo_noise_perturbs_what_is_executed_and_records_the_clean_action(monkeypatch: pytest.MonkeyPatch, noise: float) -> None:
+    """DART: the arm executes the expert's action plus noise on x, y, z; the demo keeps the expert's own action."""
+    env = make_env(CollectConfig(out="x", env=EnvConfig(family="reach", image_size=32)))
+    expert, executed = [], []
+    expert_action, step = env.unwrapped.expert_action, env.step
+    monkeypatch.setattr(env.unwrapped, "expert_action", lambda: expert.append(expert_action()) or expert[-1])
+    monkeypatch.setattr(env, "step", lambda action: executed.append(np.copy(action)) or step(action))
+    demo = record_demo(env, split_tasks(0, "reach", "train", 1)[0], seed=3, attempt=0, noise=noise)
+    assert demo is not None, "the expert should still succeed under this noise"
+    np.testing.assert_array_equal(demo.actions, np.stack(expert))
+    difference = np.stack(executed) - np.stack(expert)
+    assert np.all(difference[:, 3] == 0)  # the gripper command is never perturbed
+    assert np.std(difference[:, :3]) == pytest.approx(noise, abs=0.06)  # (less clipping at |action| = 1)
+
+
 def test_all_targets_is_part_of_the_plan_only_when_on() -> None:
     assert "all_targets" not in plan_of(CollectConfig(out="x"))
     assert plan_of(CollectConfig(out="x", all_targets=True))["all_targets"] is True
     assert "same_scenes" not in plan_of(CollectConfig(out="x", all_targets=True))
     assert plan_of(CollectConfig(out="x", all_targets=True, same_scenes=True))["same_scenes"] is True
+    assert "demo_noise" not in plan_of(CollectConfig(out="x"))  # the plans of earlier datasets still match
+    assert plan_of(CollectConfig(out="x", demo_noise=0.2))["demo_noise"] == 0.2
