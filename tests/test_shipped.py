@@ -16,8 +16,9 @@ def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
     daml, black_box = rollouts["daml"], rollouts["blackbox"]
     assert set(daml.learner.cfg.adapt_only) == {*POLICY_HEAD, "target_query"}
     assert not isinstance(daml.learner, VideoConditionedLearner) and isinstance(black_box.learner, VideoConditionedLearner)
-    assert (daml.info.step, black_box.info.step) == (9000, 7500)  # as checkpoints/README.md says
-    assert tuple(daml.info.model.policy.conv_strides) == (2, 2, 1)  # the 16x16 last feature map
+    assert (daml.info.step, black_box.info.step) == (9000, 9500)  # as checkpoints/README.md says
+    for rollout in rollouts.values():  # both read a 16x16 last feature map
+        assert tuple(rollout.info.model.policy.conv_strides) == (2, 2, 1)
     for rollout in rollouts.values():
         assert rollout.info.model.adaptation_loss.target_match and rollout.info.model.policy.hue_prediction
         assert rollout.info.env["family"] == "reach" and rollout.image_size == (64, 64)
