@@ -17,9 +17,8 @@ def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
     assert set(daml.learner.cfg.adapt_only) == {*POLICY_HEAD, "target_query"}
     assert not isinstance(daml.learner, VideoConditionedLearner) and isinstance(black_box.learner, VideoConditionedLearner)
     assert (daml.info.step, black_box.info.step) == (9000, 9500)  # as checkpoints/README.md says
-    for rollout in rollouts.values():  # both read a 16x16 last feature map
-        assert tuple(rollout.info.model.policy.conv_strides) == (2, 2, 1)
     for rollout in rollouts.values():
+        assert tuple(rollout.info.model.policy.conv_strides) == (2, 2, 1)  # both read a 16x16 last feature map
         assert rollout.info.model.adaptation_loss.target_match and rollout.info.model.policy.hue_prediction
         assert rollout.info.env["family"] == "reach" and rollout.image_size == (64, 64)
         video = np.random.default_rng(0).integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
