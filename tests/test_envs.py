@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -77,6 +78,30 @@ def test_expert_succeeds(family, make_env):
     assert successes >= len(results) - 1, f"{family} expert: {successes}/{len(results)}"
     assert all(steps == env.unwrapped.max_episode_steps for _, steps, _ in results)
     assert all(went_for_target for ok, _, went_for_target in results if ok)  # info["chosen_object"] names its choice
+
+
+def test_push_expert_is_a_continuous_function_of_the_state(make_env):
+    """A policy sees images and proprioception, not an expert's hidden phase: the push expert's waypoint must follow
+    from where the effector, object and goal are, and change little when the effector moves a little."""
+    env = make_env("push")
+    env.reset(seed=3)
+    family, view = env.unwrapped.family, env.unwrapped._view()
+    obj, goal = view.target_position, view.arrangement.goal
+    u = np.array([*(goal - obj[:2]) / np.linalg.norm(goal - obj[:2]), 0.0])
+    across = np.array([-u[1], u[0], 0.0])
+    behind_low = np.array([*obj[:2], 0.02]) - 0.05 * u
+    # sweep the effector sideways through the lane behind the object, and down into it, in 0.5 mm steps
+    sideways = [behind_low + s * across for s in np.arange(-0.08, 0.08, 5e-4)]
+    downwards = [behind_low + [0, 0, h] for h in np.arange(0.1, 0.0, -5e-4)]
+    for sweep in (sideways, downwards):
+        waypoints = [family.expert_waypoint(dataclasses.replace(view, ee=ee)).position for ee in sweep]
+        again = [family.expert_waypoint(dataclasses.replace(view, ee=ee)).position for ee in sweep]
+        np.testing.assert_array_equal(waypoints, again)  # no memory: the same state gives the same waypoint
+        jumps = np.linalg.norm(np.diff(waypoints, axis=0), axis=1)
+        assert jumps.max() < 0.006, f"the waypoint jumps by {jumps.max():.3f} m for a 0.5 mm move of the effector"
+    # and it does push: low in the lane, it aims ahead of the effector along the push line
+    in_lane = np.array([*behind_low[:2], 0.02])
+    assert np.dot(family.expert_waypoint(dataclasses.replace(view, ee=in_lane)).position - in_lane, u) > 0.01
 
 
 @pytest.mark.parametrize("family", FAMILIES)

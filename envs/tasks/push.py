@@ -7,15 +7,21 @@ import numpy as np
 from envs.bullet import World
 from envs.scene import GOAL_RADIUS, Arrangement, object_name, sample_positions
 from envs.task_spec import TaskSpec
-from envs.tasks.base import EpisodeView, TaskFamily, Waypoint, jitter, moved_object, reached
+from envs.tasks.base import EpisodeView, TaskFamily, Waypoint, jitter, moved_object
 
 INSIDE_STEPS = 10
 PUSH_HEIGHT = 0.02
 PUSH_SPEED = 0.015  # metres per step while in contact
+LANE_HALF_WIDTH = 0.03  # metres off the push line within which the effector pushes
 
 
 def unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-9)
+
+
+def ramp(x: float, width: float) -> float:
+    """0 for x <= 0, 1 for x >= width, linear between: a soft threshold."""
+    return float(np.clip(x / width, 0.0, 1.0))
 
 
 class Push(TaskFamily):
@@ -41,28 +47,30 @@ class Push(TaskFamily):
         return sum(history) >= INSIDE_STEPS
 
     def expert_waypoint(self, view: EpisodeView) -> Waypoint:
-        obj = view.target_position
-        goal = view.arrangement.goal
-        u = np.array([*unit(goal - obj[:2]), 0.0])
-        behind = np.array([*obj[:2], PUSH_HEIGHT]) - 0.06 * u
-        offset = view.ee[:2] - obj[:2]
+        """A memoryless expert: the waypoint is a continuous function of the effector, object and goal positions.
+
+        A phase machine with resets (an earlier version) made the action depend on a hidden phase and jump at
+        thresholds, which a policy that sees only images and proprioception cannot clone. Here two soft weights
+        replace the phases: `in_lane` (the effector is in the strip behind the object, on its push line) lowers the
+        effector; `pushing` (in the lane and low) moves it from the point behind the object to pushing it.
+        """
+        obj, goal = view.target_position[:2], view.arrangement.goal
+        u = unit(goal - obj)
+        offset = view.ee[:2] - obj
+        along = float(np.dot(offset, u))  # < 0: the effector is behind the object
         lateral = abs(float(u[0] * offset[1] - u[1] * offset[0]))
-        ahead = float(np.dot(obj[:2] - view.ee[:2], u[:2]))  # > 0: the effector is behind the object
-        if self.phase == 2 and (lateral > 0.035 or ahead < 0.0):
-            self.phase = 0  # the object slid sideways or past the effector: lift and approach again
-        if self.phase == 0 and view.ee[2] < PUSH_HEIGHT + 0.04 and np.linalg.norm(view.ee[:2] - behind[:2]) > 0.02:
-            return Waypoint(np.array([*view.ee[:2], PUSH_HEIGHT + 0.08]), grip=True)  # lift before moving across
-        if self.phase == 0:
-            self._advance_when(reached(view.ee[:2], behind[:2], 0.015))
-            return Waypoint(behind + [0, 0, 0.08], grip=True)
-        if self.phase == 1:
-            self._advance_when(view.ee[2] < PUSH_HEIGHT + 0.015)
-            return Waypoint(behind, grip=True)
-        # move the effector by the object's remaining error, aimed through the object's centre
-        remaining = goal - obj[:2]
+        in_lane = ramp(LANE_HALF_WIDTH - lateral, 0.01) * ramp(-along, 0.01) * ramp(along + 0.1, 0.01)
+        pushing = in_lane * ramp(PUSH_HEIGHT + 0.03 - view.ee[2], 0.02)
+        behind = obj - 0.06 * u
+        remaining = goal - obj
         remaining *= min(1.0, PUSH_SPEED / max(float(np.linalg.norm(remaining)), 1e-9))  # slow pushes do not overshoot
-        aim = np.array([*(obj[:2] - ahead * u[:2] + remaining), PUSH_HEIGHT])
-        return Waypoint(aim, grip=True)
+        on_line = obj + along * u  # the effector's projection on the push line: pushing keeps it on the line
+        xy = (1.0 - pushing) * behind + pushing * (on_line + remaining)
+        # low and off the lane: lift before moving across, so the effector does not sweep objects aside
+        may_cross = max(pushing, ramp(view.ee[2] - PUSH_HEIGHT - 0.03, 0.03))
+        xy = view.ee[:2] + may_cross * (xy - view.ee[:2])
+        z = PUSH_HEIGHT + 0.08 * (1.0 - in_lane)
+        return Waypoint(np.array([*xy, z]), grip=True)
 
     def human_plan(self, rng: np.random.Generator, world: World, task: TaskSpec, arrangement: Arrangement) -> list[Waypoint]:
         obj = world.position(object_name(task.target))
