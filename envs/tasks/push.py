@@ -13,6 +13,7 @@ INSIDE_STEPS = 10
 PUSH_HEIGHT = 0.02
 PUSH_SPEED = 0.015  # metres per step while in contact
 LANE_HALF_WIDTH = 0.03  # metres off the push line within which the effector pushes
+SETTLED_WITHIN = 0.01  # metres from the goal's centre within which the expert holds still
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -70,7 +71,11 @@ class Push(TaskFamily):
         may_cross = max(pushing, ramp(view.ee[2] - PUSH_HEIGHT - 0.03, 0.03))
         xy = view.ee[:2] + may_cross * (xy - view.ee[:2])
         z = PUSH_HEIGHT + 0.08 * (1.0 - in_lane)
-        return Waypoint(np.array([*xy, z]), grip=True)
+        # near the goal's centre the push direction turns with every millimetre: hold still there instead of
+        # circling the object for a new push (and knocking it off the goal)
+        settled = 1.0 - ramp(float(np.linalg.norm(goal - obj)) - SETTLED_WITHIN, 0.02)
+        waypoint = np.array([*xy, z])
+        return Waypoint(waypoint + settled * (view.ee - waypoint), grip=True)
 
     def human_plan(self, rng: np.random.Generator, world: World, task: TaskSpec, arrangement: Arrangement) -> list[Waypoint]:
         obj = world.position(object_name(task.target))
