@@ -102,6 +102,9 @@ def test_push_expert_is_a_continuous_function_of_the_state(make_env):
     # and it does push: low in the lane, it aims ahead of the effector along the push line
     in_lane = np.array([*behind_low[:2], 0.02])
     assert np.dot(family.expert_waypoint(dataclasses.replace(view, ee=in_lane)).position - in_lane, u) > 0.01
+    # and once the object is on the goal's centre it holds still there, wherever the push line would turn
+    done = dataclasses.replace(view, ee=in_lane, arrangement=dataclasses.replace(view.arrangement, goal=obj[:2] + 0.005))
+    np.testing.assert_allclose(family.expert_waypoint(done).position, in_lane)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
