@@ -51,9 +51,10 @@ class Push(TaskFamily):
         """A memoryless expert: the waypoint is a continuous function of the effector, object and goal positions.
 
         A phase machine with resets (an earlier version) made the action depend on a hidden phase and jump at
-        thresholds, which a policy that sees only images and proprioception cannot clone. Here two soft weights
-        replace the phases: `in_lane` (the effector is in the strip behind the object, on its push line) lowers the
-        effector; `pushing` (in the lane and low) moves it from the point behind the object to pushing it.
+        thresholds, which a policy that sees only images and proprioception cannot clone. Here soft weights replace
+        the phases: `in_lane` (the effector is in the strip behind the object, on its push line) lowers the
+        effector; `pushing` (in the lane and low) moves it from the point behind the object to pushing it;
+        `settled` (the object on the goal's centre) holds it still.
         """
         obj, goal = view.target_position[:2], view.arrangement.goal
         u = unit(goal - obj)
