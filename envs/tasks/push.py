@@ -57,15 +57,16 @@ class Push(TaskFamily):
         `settled` (the object on the goal's centre) holds it still.
         """
         obj, goal = view.target_position[:2], view.arrangement.goal
-        u = unit(goal - obj)
+        to_goal = goal - obj
+        distance = max(float(np.linalg.norm(to_goal)), 1e-9)
+        u = to_goal / distance
         offset = view.ee[:2] - obj
         along = float(np.dot(offset, u))  # < 0: the effector is behind the object
         lateral = abs(float(u[0] * offset[1] - u[1] * offset[0]))
         in_lane = ramp(LANE_HALF_WIDTH - lateral, 0.01) * ramp(-along, 0.01) * ramp(along + 0.1, 0.01)
         pushing = in_lane * ramp(PUSH_HEIGHT + 0.03 - view.ee[2], 0.02)
         behind = obj - 0.06 * u
-        remaining = goal - obj
-        remaining *= min(1.0, PUSH_SPEED / max(float(np.linalg.norm(remaining)), 1e-9))  # slow pushes do not overshoot
+        remaining = to_goal * min(1.0, PUSH_SPEED / distance)  # slow pushes do not overshoot
         on_line = obj + along * u  # the effector's projection on the push line: pushing keeps it on the line
         xy = (1.0 - pushing) * behind + pushing * (on_line + remaining)
         # low and off the lane: lift before moving across, so the effector does not sweep objects aside
@@ -74,7 +75,7 @@ class Push(TaskFamily):
         z = PUSH_HEIGHT + 0.08 * (1.0 - in_lane)
         # near the goal's centre the push direction turns with every millimetre: hold still there instead of
         # circling the object for a new push (and knocking it off the goal)
-        settled = 1.0 - ramp(float(np.linalg.norm(goal - obj)) - SETTLED_WITHIN, 0.02)
+        settled = 1.0 - ramp(distance - SETTLED_WITHIN, 0.02)
         waypoint = np.array([*xy, z])
         return Waypoint(waypoint + settled * (view.ee - waypoint), grip=True)
 
