@@ -101,17 +101,60 @@ def save_checkpoint(path: str | Path, learner: MetaLearner, info: CheckpointInfo
         },
         "rng": rng_state or {},
     }
+    _write_atomically(payload, path)
+    if path.name != LAST:
+        last_tmp = path.with_name(f".{LAST}.{os.getpid()}.tmp")
+        shutil.copyfile(path, last_tmp)
+        os.replace(last_tmp, path.parent / LAST)
+    return path
+
+
+def _write_atomically(payload: dict, path: Path) -> None:
+    """Temporary name, fsync, rename: a reader never sees a half-written file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         torch.save(payload, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    if path.name != LAST:
-        last_tmp = path.with_name(f".{LAST}.{os.getpid()}.tmp")
-        shutil.copyfile(path, last_tmp)
-        os.replace(last_tmp, path.parent / LAST)
-    return path
+
+
+def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
+    """Write the mean of several checkpoints' weights: stochastic weight averaging over a run's late checkpoints.
+
+    Constant-lr Adam leaves a run's late checkpoints scattered around a minimum: at close validation losses their
+    rollouts differ a lot (reach: 20% to 83% val success between steps 7500 and 10000), and the mean of their
+    weights sits nearer its centre. The checkpoints must come from one model on one env and dataset (same spec, env,
+    dataset digest). Every other field, the optimizer state included, is the newest checkpoint's;
+    `averaged_from` records the sources and their steps.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"averaging needs at least 2 checkpoints, got {len(paths)}")
+    payloads = [read_checkpoint(p) for p in paths]
+    newest = max(range(len(payloads)), key=lambda i: payloads[i]["step"])
+    reference = payloads[newest]
+    for path, payload in zip(paths, payloads):
+        for key, what in (("model", "another model"), ("env", "another env"), ("episode_length", "another episode length")):
+            if payload[key] != reference[key]:
+                raise ValueError(f"{path} has {what} than {paths[newest]}: not one model's checkpoints")
+        if payload["dataset"].get("manifest_sha256") != reference["dataset"].get("manifest_sha256"):
+            raise ValueError(f"{path} was trained on another dataset than {paths[newest]}")
+    averaged = {}
+    for name, tensor in reference["learner"].items():
+        if not torch.is_floating_point(tensor):  # a counter or an index: nothing to average, it must agree
+            if not all(torch.equal(p["learner"][name], tensor) for p in payloads):
+                raise ValueError(f"{name} ({tensor.dtype}) differs between the checkpoints: it cannot be averaged")
+            averaged[name] = tensor
+            continue
+        stacked = torch.stack([p["learner"][name].to(torch.float64) for p in payloads])
+        if not torch.isfinite(stacked).all():
+            raise ValueError(f"{name} is not finite in one of the checkpoints: nothing written")
+        averaged[name] = stacked.mean(0).to(tensor.dtype)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically({**reference, "learner": averaged,
+                       "averaged_from": [{"path": str(p), "step": int(q["step"])} for p, q in zip(paths, payloads)]}, out)
+    return out
 
 
 def read_checkpoint(path: str | Path) -> dict:

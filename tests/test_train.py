@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from demos.format import DatasetError, sha256_file
-from imitation.checkpoint import load_checkpoint, read_checkpoint
+from imitation.checkpoint import average_checkpoints, load_checkpoint, read_checkpoint
 from imitation.maml import MetaLearner
 from imitation.policy import GPU_POLICY, PolicyConfig
 from imitation.train import NonFiniteTrainingError, TrainConfig, TrainingError, train
@@ -177,6 +177,34 @@ def test_resume_refusals(train_data: Path, tmp_path: Path) -> None:
         train(config(train_data, run_dir, "steps=2", "resume=true", "policy.fc_sizes=[16,8]"))
     with pytest.raises(TrainingError, match="seed: checkpoint 0, now 1"):
         train(config(train_data, run_dir, "steps=2", "resume=true", "seed=1"))
+
+
+def test_average_checkpoints(train_data: Path, tmp_path: Path) -> None:
+    """oneshot-average writes the mean of a run's weights, loadable as any checkpoint, and refuses mixed runs."""
+    run = tmp_path / "run"
+    train(config(train_data, run, "steps=4", "ckpt_every=2", "val_every=0", "meta.meta_lr=0.01"))
+    early, late = run / "checkpoints" / "step-0000002.pt", run / "checkpoints" / "step-0000004.pt"
+    out = tmp_path / "mean.pt"
+    result = subprocess.run([str(BIN / "oneshot-average"), str(early), str(late), "--out", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    mean, info, payload = load_checkpoint(out)
+    a, b = parameters(load_checkpoint(early)[0]), parameters(load_checkpoint(late)[0])
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # two steps apart the weights differ
+    for key, value in parameters(mean).items():
+        torch.testing.assert_close(value, (a[key] + b[key]) / 2)
+    assert info.step == 4 and [s["step"] for s in payload["averaged_from"]] == [2, 4]
+
+    again = subprocess.run([str(BIN / "oneshot-average"), str(early), str(late), "--out", str(out)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "exists" in again.stderr
+    other = tmp_path / "other"
+    train(config(train_data, other, "steps=2", "val_every=0", "policy.fc_sizes=[16,8]"))
+    with pytest.raises(ValueError, match="another model"):
+        average_checkpoints([early, other / "checkpoints" / "last.pt"], tmp_path / "mixed.pt")
+    with pytest.raises(ValueError, match="at least 2"):
+        average_checkpoints([early], tmp_path / "one.pt")
+    assert not (tmp_path / "mixed.pt").exists() and not (tmp_path / "one.pt").exists()
 
 
 # ----- bad input ---------------------------------------------------------------------------------------------------
