@@ -174,6 +174,12 @@ class OneShotEnv(gym.Env):
         info["attempts"] = attempt
         return frames, info
 
+    def privileged_view(self) -> EpisodeView:
+        """What the expert reads (object positions, arrangement, effector): for diagnostics, never a policy's input."""
+        if self.task is None:
+            raise RuntimeError("call reset() before privileged_view()")
+        return self._view()
+
     @property
     def max_episode_steps(self) -> int:
         return self.family.max_steps
