@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
-SHIPPED_MODELS = {"daml": "reach-daml.pt", "blackbox": "reach-blackbox.pt"}  # name in the table -> file in SHIPPED
+SHIPPED_MODELS = {"daml": "reach-daml.pt", "linear": "reach-linear.pt", "blackbox": "reach-blackbox.pt"}  # table name -> file
 
 
 def stage(title: str, module: str, *overrides: str) -> None:

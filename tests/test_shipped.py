@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from imitation.checkpoint import read_checkpoint
 from imitation.policy import POLICY_HEAD
 from imitation.rollout import Rollout
 from imitation.video_conditioned import VideoConditionedLearner
@@ -13,12 +14,18 @@ from launch.main import SHIPPED, SHIPPED_MODELS
 
 def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
     rollouts = {name: Rollout.from_checkpoint(SHIPPED / file) for name, file in SHIPPED_MODELS.items()}
-    daml, black_box = rollouts["daml"], rollouts["blackbox"]
-    assert set(daml.learner.cfg.adapt_only) == {*POLICY_HEAD, "target_query"}
-    assert not isinstance(daml.learner, VideoConditionedLearner) and isinstance(black_box.learner, VideoConditionedLearner)
-    assert (daml.info.step, black_box.info.step) == (9000, 9500)  # as checkpoints/README.md says
+    daml, linear, black_box = rollouts["daml"], rollouts["linear"], rollouts["blackbox"]
+    for learned_loss in (daml, linear):
+        assert set(learned_loss.learner.cfg.adapt_only) == {*POLICY_HEAD, "target_query"}
+        assert not isinstance(learned_loss.learner, VideoConditionedLearner)
+    assert isinstance(black_box.learner, VideoConditionedLearner)
+    assert (daml.info.model.adaptation_loss.kind, linear.info.model.adaptation_loss.kind) == ("temporal", "linear")
+    # as checkpoints/README.md says: linear is the mean of its run's checkpoints at steps 7500 to 10000
+    assert (daml.info.step, linear.info.step, black_box.info.step) == (9000, 10000, 9500)
+    averaged = read_checkpoint(SHIPPED / SHIPPED_MODELS["linear"])["averaged_from"]
+    assert [source["step"] for source in averaged] == list(range(7500, 10001, 500))
     for rollout in rollouts.values():
-        assert tuple(rollout.info.model.policy.conv_strides) == (2, 2, 1)  # both read a 16x16 last feature map
+        assert tuple(rollout.info.model.policy.conv_strides) == (2, 2, 1)  # all read a 16x16 last feature map
         assert rollout.info.model.adaptation_loss.target_match and rollout.info.model.policy.hue_prediction
         assert rollout.info.env["family"] == "reach" and rollout.image_size == (64, 64)
         video = np.random.default_rng(0).integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
