@@ -1,0 +1,168 @@
+"""Diagnostic (not a test): does a checkpoint read from the video which object the task is about, and does its
+adapted target query then find that object in the robot's view?
+
+    python -m launch.probe_query --checkpoint checkpoints/reach-linear.pt              # 40 val tasks (~2 minutes)
+    python -m launch.probe_query --checkpoint runs/push-ml-daml/checkpoints/last.pt --split test --tasks 56
+
+For checkpoints with a target query that reads the hue (policy.target_query and policy.hue_prediction: DAML or the
+black box). The tasks and videos are those of `oneshot-eval split=<split> seed=<seed>` (rendered from the evaluation
+seed stream). The policy adapts to each task's video, then:
+- **read**: the hue its hue head gives from the adapted query, against the target's; and how often it is nearer the
+  target's hue than any other candidate's (chance: 1 / candidates);
+- **strength**: the adapted query's norm and the entropy of its softmax over the robot's first frame (uniform:
+  log(cells)), which locates nothing;
+- **find**: in an expert episode of the task (the evaluation's first trial arrangement), the query's soft-argmax
+  point in each robot frame against the target's true x, y on the table. A quadratic map from point to table,
+  fit on 4/5 of the tasks and tested on the rest (5 folds), gives an RMSE that, beside the positions' spread, says
+  how precisely the query locates the target (a query that finds nothing leaves the spread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+import envs
+from demos.reader import target_hue
+from imitation.evaluate import EvalConfig, demonstrate, eval_seed, plan_tasks
+from imitation.layers import spatial_soft_argmax
+from imitation.policy import PolicyOutput
+from imitation.rollout import Rollout
+
+
+def hue_degrees(cos_sin: np.ndarray) -> float:
+    return float(np.degrees(np.arctan2(cos_sin[1], cos_sin[0])))
+
+
+def angle_between(a: float, b: float) -> float:
+    """Absolute difference of two angles in degrees, in [0, 180]."""
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+def policy_output(rollout: Rollout, params: dict, obs: dict) -> PolicyOutput:
+    image = torch.from_numpy(np.ascontiguousarray(obs["image"]))[None]
+    state = torch.from_numpy(np.asarray(obs["state"], dtype=np.float32))[None]
+    with torch.no_grad():
+        return functional_call(rollout.model, params, (image, state))
+
+
+def query_point(output: PolicyOutput) -> np.ndarray:
+    """The query's soft-argmax point in [-1, 1]^2 (as the policy computes it) for one robot observation."""
+    return spatial_soft_argmax(output.query_logits[:, None], torch.ones(()))[0].numpy()
+
+
+def quadratic_features(points: np.ndarray) -> np.ndarray:
+    x, y = points[:, 0], points[:, 1]
+    return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
+
+
+def probe_task(rollout: Rollout, env, cfg: EvalConfig, plan, hue_head: bool) -> dict:
+    """One task's read, strength and (point, true target x, y) pairs over an expert episode."""
+    video = demonstrate(cfg, plan, env).video
+    params = rollout.adapt(video)
+    spec = envs.TaskSpec.from_dict(plan.spec)
+    obs, _ = env.reset(seed=eval_seed(cfg.seed, plan.index, "trial", 0), options={"task": spec})
+    first = policy_output(rollout, params, obs)
+    softmax = torch.softmax(first.query_logits.flatten(), dim=0).numpy()
+    result = {"norm": float(params["target_query"].norm()),
+              "entropy": float(-(softmax * np.log(np.clip(softmax, 1e-12, None))).sum()),
+              "cells": softmax.size, "points": [], "targets": []}
+    if hue_head:
+        hue = hue_degrees(first.target_hue[0].numpy())
+        errors = [angle_between(hue, hue_degrees(target_hue({**plan.spec, "target": i}).numpy()))
+                  for i in range(len(plan.spec["objects"]))]
+        result["hue_error"] = errors[spec.target]
+        result["read_right"] = errors[spec.target] < min(e for i, e in enumerate(errors) if i != spec.target)
+    done = False
+    while not done:
+        result["points"].append(query_point(policy_output(rollout, params, obs)))
+        result["targets"].append(env.unwrapped.privileged_view().target_position[:2].copy())
+        obs, _, terminated, truncated, _ = env.step(env.unwrapped.expert_action())
+        done = terminated or truncated
+    return result
+
+
+def localisation_rmse(results: list[dict], folds: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """(RMSE, spread) in metres of the target's x, y from the query point: each fold of tasks predicted by a
+    quadratic map fit on the other folds (so every task is held out once)."""
+    fold_of = np.arange(len(results)) % folds
+    errors, targets = [], []
+    for fold in range(folds):
+        fit = [r for r, f in zip(results, fold_of) if f != fold]
+        held_out = [r for r, f in zip(results, fold_of) if f == fold]
+        weights = np.linalg.lstsq(quadratic_features(np.concatenate([r["points"] for r in fit])),
+                                  np.concatenate([r["targets"] for r in fit]), rcond=None)[0]
+        truth = np.concatenate([r["targets"] for r in held_out])
+        errors.append(quadratic_features(np.concatenate([r["points"] for r in held_out])) @ weights - truth)
+        targets.append(truth)
+    return np.sqrt((np.concatenate(errors) ** 2).mean(0)), np.concatenate(targets).std(0)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint with a target query (file, or run folder)")
+    parser.add_argument("--split", default="val", choices=["val", "test", "test_ood"], help="object identities (default val)")
+    parser.add_argument("--tasks", type=int, default=40, help="evaluation tasks to probe (default 40, at least 10)")
+    parser.add_argument("--seed", type=int, default=0, help="evaluation seed stream, as oneshot-eval's seed (default 0)")
+    args = parser.parse_args(argv)
+    if args.tasks < 10:
+        parser.error("--tasks must be at least 10: five folds of them fit and test the map from query point to table")
+    return args
+
+
+@dataclass
+class QuerySummary:
+    tasks: int
+    read_right: int | None  # tasks whose hue read is nearer the target's than any other candidate's (None: no hue head)
+    median_hue_error: float | None  # degrees
+    query_norm: float
+    entropy: float  # nats, of the query's softmax over the first robot frame
+    uniform_entropy: float  # log(cells)
+    rmse: np.ndarray  # metres, the target's x, y from the query point (held out)
+    spread: np.ndarray  # metres, the std of the target's x, y
+
+
+def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0) -> QuerySummary:
+    rollout = Rollout.from_checkpoint(checkpoint)
+    policy = rollout.info.model.policy
+    if not policy.target_query:
+        raise ValueError(f"{checkpoint}: the policy has no target query (policy.target_query=false): nothing to probe")
+    cfg = EvalConfig(split=split, num_tasks=tasks, seed=seed, methods=["daml"], out="-")
+    env = rollout.make_env(split)
+    results = [probe_task(rollout, env, cfg, plan, policy.hue_prediction) for plan in plan_tasks(cfg, rollout.info.env["family"])]
+    env.close()
+    rmse, spread = localisation_rmse(results)
+    return QuerySummary(
+        tasks=len(results),
+        read_right=sum(r["read_right"] for r in results) if policy.hue_prediction else None,
+        median_hue_error=float(np.median([r["hue_error"] for r in results])) if policy.hue_prediction else None,
+        query_norm=float(np.mean([r["norm"] for r in results])), entropy=float(np.mean([r["entropy"] for r in results])),
+        uniform_entropy=float(np.log(results[0]["cells"])), rmse=rmse, spread=spread)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        summary = probe(args.checkpoint, args.split, args.tasks, args.seed)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"probe_query: {e}") from e
+    print(f"{args.checkpoint}: {args.split} split, {summary.tasks} tasks (evaluation seed {args.seed})")
+    if summary.read_right is not None:
+        print(f"read:     the hue read is nearer the target's than any other candidate's in {summary.read_right}/"
+              f"{summary.tasks} tasks; median hue error {summary.median_hue_error:.0f} degrees")
+    print(f"strength: adapted query norm {summary.query_norm:.2f}; softmax entropy over the first robot frame "
+          f"{summary.entropy:.2f} nats (uniform: {summary.uniform_entropy:.2f})")
+    print(f"find:     the query point locates the target's x, y to an RMSE of {summary.rmse[0] * 100:.1f}, "
+          f"{summary.rmse[1] * 100:.1f} cm (the positions' spread: {summary.spread[0] * 100:.1f}, "
+          f"{summary.spread[1] * 100:.1f} cm)")
+    print(f"({time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The diagnostics: launch.probe_clone (a clone of the reach expert from the true state acts, and position errors
+break it) and launch.probe_query (the shipped reach model reads the target from the video and finds it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import envs
+from launch import probe_clone, probe_query
+from launch.main import SHIPPED, SHIPPED_MODELS
+
+
+def test_reach_clone_succeeds_from_the_true_state_and_fails_with_errors(capsys: pytest.CaptureFixture) -> None:
+    probe_clone.main(["--family", "reach", "--fit-episodes", "10", "--test-episodes", "4", "--steps", "800", "--noise", "0", "0.08"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "reach: expert with demo noise 0.1: 10/10 episodes succeed"
+    exact, noisy = (int(line.split(": ")[1].split("/")[0]) for line in lines if line.startswith("closed loop"))
+    assert exact >= 3 and noisy <= 1, lines  # 8 cm errors on where the target is make it miss
+
+
+def test_refuses_bad_arguments() -> None:
+    for argv in (["--fit-episodes", "1"], ["--noise", "-0.01"], ["--family", "stack"], ["--steps", "0"]):
+        with pytest.raises(SystemExit):
+            probe_clone.parse_args(argv)
+
+
+def test_privileged_view_needs_a_reset() -> None:
+    env = envs.make("reach", image_size=32)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.unwrapped.privileged_view()
+    env.reset(seed=0)
+    view = env.unwrapped.privileged_view()
+    assert view.target_position.shape == (3,) and view.task.family == "reach"
+    env.close()
+
+
+def test_shipped_reach_model_reads_and_finds_the_target() -> None:
+    summary = probe_query.probe(str(SHIPPED / SHIPPED_MODELS["linear"]), split="val", tasks=10)
+    assert summary.read_right >= 9  # the right object's hue, of 3 candidates
+    assert summary.entropy < summary.uniform_entropy / 2  # the adapted query's softmax is peaked, not spread out
+    assert np.all(summary.rmse < summary.spread / 2), (summary.rmse, summary.spread)  # its point locates the target
+
+
+def test_probe_query_refuses_too_few_tasks() -> None:
+    with pytest.raises(SystemExit):
+        probe_query.parse_args(["--checkpoint", "x.pt", "--tasks", "4"])
