@@ -3,6 +3,7 @@ adapted target query then find that object in the robot's view?
 
     python -m launch.probe_query --checkpoint checkpoints/reach-linear.pt              # 40 val tasks (~2 minutes)
     python -m launch.probe_query --checkpoint runs/push-ml-daml/checkpoints/last.pt --split test --tasks 56
+    python -m launch.probe_query --checkpoint ... --query-scale 3.5    # is the query's direction right, only short?
 
 For checkpoints with a target query that reads the hue (policy.target_query and policy.hue_prediction: DAML or the
 black box). The tasks and videos are those of `oneshot-eval split=<split> seed=<seed>` (rendered from the evaluation
@@ -15,6 +16,8 @@ seed stream). The policy adapts to each task's video, then:
   point in each robot frame against the target's true x, y on the table. A quadratic map from point to table,
   fit on 4/5 of the tasks and tested on the rest (5 folds), gives an RMSE that, beside the positions' spread, says
   how precisely the query locates the target (a query that finds nothing leaves the spread).
+``--query-scale`` multiplies the adapted query before use: a query that points the right way but is too short to
+peak locates the target once lengthened; one that points elsewhere does not.
 """
 
 from __future__ import annotations
@@ -61,10 +64,11 @@ def quadratic_features(points: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
 
 
-def probe_task(rollout: Rollout, env, cfg: EvalConfig, plan, hue_head: bool) -> dict:
+def probe_task(rollout: Rollout, env, cfg: EvalConfig, plan, hue_head: bool, query_scale: float) -> dict:
     """One task's read, strength and (point, true target x, y) pairs over an expert episode."""
     video = demonstrate(cfg, plan, env).video
-    params = rollout.adapt(video)
+    params = dict(rollout.adapt(video))
+    params["target_query"] = query_scale * params["target_query"]
     spec = envs.TaskSpec.from_dict(plan.spec)
     obs, _ = env.reset(seed=eval_seed(cfg.seed, plan.index, "trial", 0), options={"task": spec})
     first = policy_output(rollout, params, obs)
@@ -109,9 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="val", choices=["val", "test", "test_ood"], help="object identities (default val)")
     parser.add_argument("--tasks", type=int, default=40, help="evaluation tasks to probe (default 40, at least 10)")
     parser.add_argument("--seed", type=int, default=0, help="evaluation seed stream, as oneshot-eval's seed (default 0)")
+    parser.add_argument("--query-scale", type=float, default=1.0, help="multiply the adapted query by this (default 1)")
     args = parser.parse_args(argv)
     if args.tasks < 10:
         parser.error("--tasks must be at least 10: five folds of them fit and test the map from query point to table")
+    if args.query_scale <= 0:
+        parser.error(f"--query-scale must be > 0, got {args.query_scale}")
     return args
 
 
@@ -127,14 +134,15 @@ class QuerySummary:
     spread: np.ndarray  # metres, the std of the target's x, y
 
 
-def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0) -> QuerySummary:
+def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0, query_scale: float = 1.0) -> QuerySummary:
     rollout = Rollout.from_checkpoint(checkpoint)
     policy = rollout.info.model.policy
     if not policy.target_query:
         raise ValueError(f"{checkpoint}: the policy has no target query (policy.target_query=false): nothing to probe")
     cfg = EvalConfig(split=split, num_tasks=tasks, seed=seed, methods=["daml"], out="-")
     env = rollout.make_env(split)
-    results = [probe_task(rollout, env, cfg, plan, policy.hue_prediction) for plan in plan_tasks(cfg, rollout.info.env["family"])]
+    results = [probe_task(rollout, env, cfg, plan, policy.hue_prediction, query_scale)
+               for plan in plan_tasks(cfg, rollout.info.env["family"])]
     env.close()
     rmse, spread = localisation_rmse(results)
     return QuerySummary(
@@ -149,10 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     try:
-        summary = probe(args.checkpoint, args.split, args.tasks, args.seed)
+        summary = probe(args.checkpoint, args.split, args.tasks, args.seed, args.query_scale)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"probe_query: {e}") from e
-    print(f"{args.checkpoint}: {args.split} split, {summary.tasks} tasks (evaluation seed {args.seed})")
+    scaled = f", adapted query x {args.query_scale:g}" if args.query_scale != 1.0 else ""
+    print(f"{args.checkpoint}: {args.split} split, {summary.tasks} tasks (evaluation seed {args.seed}){scaled}")
     if summary.read_right is not None:
         print(f"read:     the hue read is nearer the target's than any other candidate's in {summary.read_right}/"
               f"{summary.tasks} tasks; median hue error {summary.median_hue_error:.0f} degrees")
