@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -32,7 +33,7 @@ TARGET_XY = slice(7, 9)  # where the target's x, y sit in the privileged state
 PLACE_XY = slice(10, 12)  # and the goal's (or the target container's)
 
 
-def privileged_state(env, obs: dict) -> np.ndarray:
+def privileged_state(env: gym.Env, obs: dict) -> np.ndarray:
     """[effector xyz, gripper, commanded xyz, target xyz, goal or target container xy (push, pick_place)]."""
     view = env.unwrapped.privileged_view()
     place = []
@@ -44,7 +45,7 @@ def privileged_state(env, obs: dict) -> np.ndarray:
                     dtype=np.float32)
 
 
-def expert_episodes(env, tasks: list[envs.TaskSpec], demo_noise: float) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+def expert_episodes(env: gym.Env, tasks: list[envs.TaskSpec], demo_noise: float) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """Per episode (one per task): privileged states and the expert's clean xyz actions; and how many succeeded."""
     states, actions, successes = [], [], 0
     for i, task in enumerate(tasks):
@@ -94,7 +95,7 @@ def fit(states: np.ndarray, actions: np.ndarray, steps: int, seed: int) -> Clone
     return clone
 
 
-def closed_loop_success(env, clone: Clone, tasks: list[envs.TaskSpec], noise: float) -> int:
+def closed_loop_success(env: gym.Env, clone: Clone, tasks: list[envs.TaskSpec], noise: float) -> int:
     """Episodes in which the clone's xyz actions (the expert's gripper command) achieve the task."""
     errors = np.random.default_rng(1)
     successes = 0

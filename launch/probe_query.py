@@ -26,13 +26,14 @@ import argparse
 import time
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch.func import functional_call
 
 import envs
 from demos.reader import target_hue
-from imitation.evaluate import EvalConfig, demonstrate, eval_seed, plan_tasks
+from imitation.evaluate import EvalConfig, TaskPlan, demonstrate, eval_seed, plan_tasks
 from imitation.layers import spatial_soft_argmax
 from imitation.policy import PolicyOutput
 from imitation.rollout import Rollout
@@ -64,31 +65,31 @@ def quadratic_features(points: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
 
 
-def probe_task(rollout: Rollout, env, cfg: EvalConfig, plan, hue_head: bool, query_scale: float) -> dict:
+def probe_task(rollout: Rollout, env: gym.Env, cfg: EvalConfig, plan: TaskPlan, hue_head: bool, query_scale: float) -> dict:
     """One task's read, strength and (point, true target x, y) pairs over an expert episode."""
     video = demonstrate(cfg, plan, env).video
     params = dict(rollout.adapt(video))
     params["target_query"] = query_scale * params["target_query"]
     spec = envs.TaskSpec.from_dict(plan.spec)
     obs, _ = env.reset(seed=eval_seed(cfg.seed, plan.index, "trial", 0), options={"task": spec})
-    first = policy_output(rollout, params, obs)
-    softmax = torch.softmax(first.query_logits.flatten(), dim=0).numpy()
+    output = policy_output(rollout, params, obs)
+    softmax = torch.softmax(output.query_logits.flatten(), dim=0).numpy()
     result = {"norm": float(params["target_query"].norm()),
               "entropy": float(-(softmax * np.log(np.clip(softmax, 1e-12, None))).sum()),
               "cells": softmax.size, "points": [], "targets": []}
     if hue_head:
-        hue = hue_degrees(first.target_hue[0].numpy())
+        hue = hue_degrees(output.target_hue[0].numpy())
         errors = [angle_between(hue, hue_degrees(target_hue({**plan.spec, "target": i}).numpy()))
                   for i in range(len(plan.spec["objects"]))]
         result["hue_error"] = errors[spec.target]
         result["read_right"] = errors[spec.target] < min(e for i, e in enumerate(errors) if i != spec.target)
-    done = False
-    while not done:
-        result["points"].append(query_point(policy_output(rollout, params, obs)))
+    while True:
+        result["points"].append(query_point(output))
         result["targets"].append(env.unwrapped.privileged_view().target_position[:2].copy())
         obs, _, terminated, truncated, _ = env.step(env.unwrapped.expert_action())
-        done = terminated or truncated
-    return result
+        if terminated or truncated:
+            return result
+        output = policy_output(rollout, params, obs)
 
 
 def localisation_rmse(results: list[dict], folds: int = 5) -> tuple[np.ndarray, np.ndarray]:
