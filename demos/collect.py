@@ -91,14 +91,19 @@ def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, nois
         images.append(obs["image"])
         states.append(obs["state"])
         actions.append(action)
-        executed = action.copy()
-        if noise > 0:
-            executed[:3] = np.clip(executed[:3] + perturb.normal(0.0, noise, 3), -1.0, 1.0)
-        obs, _, terminated, truncated, info = env.step(executed)
+        obs, _, terminated, truncated, info = env.step(with_dart_noise(action, perturb, noise))
         done = terminated or truncated
     if not info["is_success"]:
         return None
     return Demo(np.stack(images), np.stack(states).astype(np.float32), np.stack(actions).astype(np.float32), seed, attempt)
+
+
+def with_dart_noise(action: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """The action the arm executes: the expert's, plus Gaussian noise of std `noise` on x, y, z (none drawn at 0)."""
+    executed = action.copy()
+    if noise > 0:
+        executed[:3] = np.clip(executed[:3] + rng.normal(0.0, noise, 3), -1.0, 1.0)
+    return executed
 
 
 def record_video(env: gym.Env, seed: int, attempt: int) -> Video | None:

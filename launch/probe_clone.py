@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import envs
+from demos.collect import with_dart_noise
 from demos.seeds import split_tasks
 from envs.scene import container_name
 
@@ -57,9 +58,7 @@ def expert_episodes(env: gym.Env, tasks: list[envs.TaskSpec], demo_noise: float)
             action = env.unwrapped.expert_action()
             episode_states.append(privileged_state(env, obs))
             episode_actions.append(action[:3])
-            executed = action.copy()
-            executed[:3] = np.clip(executed[:3] + perturb.normal(0.0, demo_noise, 3), -1.0, 1.0)
-            obs, _, terminated, truncated, info = env.step(executed)
+            obs, _, terminated, truncated, info = env.step(with_dart_noise(action, perturb, demo_noise))
             done = terminated or truncated
         states.append(np.stack(episode_states))
         actions.append(np.stack(episode_actions).astype(np.float32))

@@ -306,3 +306,13 @@ def test_stock_visuals_render_the_same_scene():
     assert 0.0 < differ < 0.5
     low.close()
     stock.close()
+
+
+def test_privileged_view_needs_a_reset() -> None:
+    env = envs.make("reach", image_size=32)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.unwrapped.privileged_view()
+    env.reset(seed=0)
+    view = env.unwrapped.privileged_view()
+    assert view.target_position.shape == (3,) and view.task.family == "reach"
+    env.close()

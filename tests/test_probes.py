@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import envs
 from launch import probe_clone, probe_query
 from launch.main import SHIPPED, SHIPPED_MODELS
 
@@ -23,16 +22,6 @@ def test_refuses_bad_arguments() -> None:
     for argv in (["--fit-episodes", "1"], ["--noise", "-0.01"], ["--family", "stack"], ["--steps", "0"]):
         with pytest.raises(SystemExit):
             probe_clone.parse_args(argv)
-
-
-def test_privileged_view_needs_a_reset() -> None:
-    env = envs.make("reach", image_size=32)
-    with pytest.raises(RuntimeError, match="reset"):
-        env.unwrapped.privileged_view()
-    env.reset(seed=0)
-    view = env.unwrapped.privileged_view()
-    assert view.target_position.shape == (3,) and view.task.family == "reach"
-    env.close()
 
 
 def test_shipped_reach_model_reads_and_finds_the_target() -> None:
