@@ -84,18 +84,20 @@ def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, nois
     """
     obs, info = env.reset(seed=seed, options={"task": task})
     perturb = np.random.default_rng([seed, DART_STREAM])
-    images, states, actions = [], [], []
+    images, states, actions, target_positions = [], [], [], []
     done = False
     while not done:
         action = env.unwrapped.expert_action()
         images.append(obs["image"])
         states.append(obs["state"])
         actions.append(action)
+        target_positions.append(env.unwrapped.privileged_view().target_position)
         obs, _, terminated, truncated, info = env.step(with_dart_noise(action, perturb, noise))
         done = terminated or truncated
     if not info["is_success"]:
         return None
-    return Demo(np.stack(images), np.stack(states).astype(np.float32), np.stack(actions).astype(np.float32), seed, attempt)
+    return Demo(np.stack(images), np.stack(states).astype(np.float32), np.stack(actions).astype(np.float32),
+                np.stack(target_positions).astype(np.float32), seed, attempt)
 
 
 def with_dart_noise(action: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:

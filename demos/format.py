@@ -12,6 +12,8 @@ Inside a shard (h5py, one group per task, one chunked dataset per episode field)
     tasks/<task_id>/demos/<k>/images  uint8 (T, H, W, 3)   observation frames before each action
     tasks/<task_id>/demos/<k>/states  float32 (T, 11)
     tasks/<task_id>/demos/<k>/actions float32 (T, 4)
+    tasks/<task_id>/demos/<k>/target_positions float32 (T, 3)  the target object's centre (x, y, z) at each frame
+                                                   (format 2 on: a training label, never a policy input)
     tasks/<task_id>/videos/<k>/frames uint8 (T', H, W, 3)  human-proxy video: no actions, no states
 """
 
@@ -27,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_NAME = "oneshot-demos"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+OLDEST_READABLE_VERSION = 1  # format 1 has no target positions: everything but that label reads
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
 LOGS = "logs"
@@ -96,8 +99,8 @@ def check_format(data: dict, path: Path) -> None:
     if version > FORMAT_VERSION:
         raise FormatVersionError(f"{path}: dataset format version {version} is newer than this code reads ({FORMAT_VERSION}); "
                                  "update the code (git pull / pip install -U) to read it")
-    if version < FORMAT_VERSION:
-        raise FormatVersionError(f"{path}: dataset format version {version} is older than this code reads ({FORMAT_VERSION}); "
+    if version < OLDEST_READABLE_VERSION:
+        raise FormatVersionError(f"{path}: dataset format version {version} is older than this code reads ({OLDEST_READABLE_VERSION}); "
                                  "collect it again with this code")
 
 

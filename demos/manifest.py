@@ -57,6 +57,9 @@ def prepare_output(root: Path, cfg: CollectConfig) -> None:
         raise DatasetMismatchError(f"out={root} holds files that are not part of a dataset ({', '.join(strangers[:5])}); "
                                    "choose an empty or new folder")
     plan = plan_of(cfg)
+    for document in [root / MANIFEST, *root.glob(f"*/{PLAN}")]:
+        if document.exists():
+            _refuse_other_format(document)
     if (root / MANIFEST).exists():
         config = read_manifest(root)["env"].get("config")
         if not isinstance(config, dict):
@@ -76,6 +79,16 @@ def prepare_output(root: Path, cfg: CollectConfig) -> None:
         raise DatasetMismatchError(f"{split_dir}: shards without a plan.json; not made by this tool, or damaged")
     split_dir.mkdir(exist_ok=True)
     write_json_atomic(split_dir / PLAN, _plan_document(cfg))
+
+
+def _refuse_other_format(path: Path) -> None:
+    """One dataset holds one format: a split of an older format is never extended or joined by this code."""
+    document = read_json(path, "plan" if path.name == PLAN else "manifest")
+    check_format(document, path)  # a newer or unknown format is refused with its own message
+    version = document["format_version"]
+    if version != FORMAT_VERSION:
+        raise DatasetMismatchError(f"{path}: written in dataset format {version}, this code writes format {FORMAT_VERSION}; "
+                                   "use another out folder (existing data is never overwritten)")
 
 
 def _refuse_other_env(path: Path, there: dict, asked: dict) -> None:

@@ -29,6 +29,7 @@ class Demo:
     images: np.ndarray  # uint8 (T, H, W, 3)
     states: np.ndarray  # float32 (T, 11)
     actions: np.ndarray  # float32 (T, 4)
+    target_positions: np.ndarray  # float32 (T, 3): the target object's centre at each frame (a training label)
     seed: int
     attempt: int
 
@@ -97,7 +98,7 @@ def write_shard(path: Path, tasks: list[TaskEpisodes], meta: dict, compression: 
             group = f.create_group(f"tasks/{t.task_id}")
             for k, demo in enumerate(t.demos):
                 g = group.create_group(f"demos/{k}")
-                for name in ("images", "states", "actions"):
+                for name in DEMO_FIELDS:
                     _put(g, name, getattr(demo, name), filters)
             for k, video in enumerate(t.videos):
                 _put(group.create_group(f"videos/{k}"), "frames", video.frames, filters)
@@ -144,8 +145,14 @@ def read_meta(f: h5py.File) -> dict:
         raise ShardError(f"{f.filename}: field {META!r} missing or unreadable ({e})") from None
 
 
-DEMO_FIELDS = ("images", "states", "actions")
+DEMO_FIELDS = ("images", "states", "actions", "target_positions")
 VIDEO_FIELDS = ("frames",)
+TARGET_POSITIONS = "target_positions"
+
+
+def demo_fields(format_version: int) -> tuple[str, ...]:
+    """The fields of a demo in a dataset of that format: format 1 has no target positions."""
+    return tuple(f for f in DEMO_FIELDS if format_version >= 2 or f != TARGET_POSITIONS)
 
 
 def episode_group(f: h5py.File, task_id: str, kind: str, k: int) -> h5py.Group:
@@ -160,7 +167,15 @@ def episode_group(f: h5py.File, task_id: str, kind: str, k: int) -> h5py.Group:
 def read_episode(f: h5py.File, task_id: str, kind: str, k: int) -> tuple[np.ndarray, ...]:
     """The arrays of one episode: (images, states, actions) for a demo, (frames,) for a video."""
     group = episode_group(f, task_id, kind, k)
-    return tuple(group[name][()] for name in (DEMO_FIELDS if kind == "demos" else VIDEO_FIELDS))
+    return tuple(group[name][()] for name in (DEMO_FIELDS[:3] if kind == "demos" else VIDEO_FIELDS))
+
+
+def read_target_positions(f: h5py.File, task_id: str, k: int) -> np.ndarray:
+    """The target's centre (T, 3) at each frame of demo `k` (format 2 on)."""
+    group = episode_group(f, task_id, "demos", k)
+    if TARGET_POSITIONS not in group:
+        raise ShardError(f"{f.filename}: {group.name} has no {TARGET_POSITIONS!r} (a dataset of format 1: collect it again)")
+    return group[TARGET_POSITIONS][()]
 
 
 def resample_indices(length: int, target: int) -> np.ndarray:

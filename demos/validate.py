@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from demos.format import LOGS, MANIFEST, PLAN, DatasetError, read_manifest, sha256_file
-from demos.shards import DEMO_FIELDS, META, VIDEO_FIELDS, open_shard, read_meta
+from demos.shards import META, VIDEO_FIELDS, demo_fields, open_shard, read_meta
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,14 @@ def validate(root: Path) -> list[Problem]:
     root = Path(root)
     manifest = read_manifest(root)
     env = manifest["env"]
+    fields = {"demos": demo_fields(manifest["format_version"]), "videos": VIDEO_FIELDS}
     problems = _strays(root, manifest)
     for split, entry in manifest["splits"].items():
         by_shard: dict[str, list[dict]] = {}
         for t in entry["tasks"]:
             by_shard.setdefault(t["shard"], []).append(t)
         for shard in entry["shards"]:
-            problems += _check_shard(root, shard, by_shard.get(shard["file"], []), env)
+            problems += _check_shard(root, shard, by_shard.get(shard["file"], []), env, fields)
         problems += _check_counts(split, entry)
     return problems
 
@@ -49,7 +50,7 @@ def _strays(root: Path, manifest: dict) -> list[Problem]:
             and p.relative_to(root).as_posix() not in listed and (p.parent / PLAN).exists()]
 
 
-def _check_shard(root: Path, shard: dict, tasks: list[dict], env: dict) -> list[Problem]:
+def _check_shard(root: Path, shard: dict, tasks: list[dict], env: dict, fields: dict[str, tuple[str, ...]]) -> list[Problem]:
     name, path = shard["file"], root / shard["file"]
     if not path.exists():
         return [Problem(name, "file", "missing")]
@@ -61,13 +62,13 @@ def _check_shard(root: Path, shard: dict, tasks: list[dict], env: dict) -> list[
         problems.append(Problem(name, "sha256", "digest differs from the manifest (the file was modified or damaged)"))
     try:
         with open_shard(path) as f:
-            problems += _check_contents(f, name, tasks, env)
+            problems += _check_contents(f, name, tasks, env, fields)
     except DatasetError as e:
         problems.append(Problem(name, "file", str(e)))
     return problems
 
 
-def _check_contents(f: h5py.File, name: str, tasks: list[dict], env: dict) -> list[Problem]:
+def _check_contents(f: h5py.File, name: str, tasks: list[dict], env: dict, fields: dict[str, tuple[str, ...]]) -> list[Problem]:
     problems: list[Problem] = []
     meta_ids = {t["id"] for t in read_meta(f)["tasks"] if not t["skipped"]}
     stored = set(f["tasks"]) if "tasks" in f else set()
@@ -83,13 +84,13 @@ def _check_contents(f: h5py.File, name: str, tasks: list[dict], env: dict) -> li
         group = f[f"tasks/{t['id']}"]
         if set(group) - {"demos", "videos"}:
             problems.append(Problem(name, group.name, f"unexpected entries {sorted(set(group) - {'demos', 'videos'})}"))
-        for kind, fields in (("demos", DEMO_FIELDS), ("videos", VIDEO_FIELDS)):
+        for kind in ("demos", "videos"):
             episodes = group.get(kind, {})
             if len(episodes) != len(t[kind]):
                 problems.append(Problem(name, f"{group.name}/{kind}", f"{len(episodes)} episodes, the manifest says {len(t[kind])}"))
             for k, record in enumerate(t[kind]):
                 if str(k) in episodes:
-                    problems += _check_episode(name, episodes[str(k)], fields, record["length"], env)
+                    problems += _check_episode(name, episodes[str(k)], fields[kind], record["length"], env)
     return problems
 
 
@@ -99,7 +100,8 @@ def _check_episode(name: str, group: h5py.Group, fields: tuple[str, ...], length
         return [Problem(name, group.name, f"fields {sorted(group)}, expected exactly {sorted(fields)}")]
     h, w, c = env["image_shape"]
     expected = {"images": ((length, h, w, c), np.uint8), "frames": ((length, h, w, c), np.uint8),
-                "states": ((length, env["state_dim"]), np.float32), "actions": ((length, env["action_dim"]), np.float32)}
+                "states": ((length, env["state_dim"]), np.float32), "actions": ((length, env["action_dim"]), np.float32),
+                "target_positions": ((length, 3), np.float32)}
     problems = []
     if "actions" in fields and length != env["max_episode_steps"]:
         problems.append(Problem(name, group.name, f"demo length {length}, episodes have {env['max_episode_steps']} steps"))

@@ -64,7 +64,7 @@ def assert_same_shards(a: Path, b: Path) -> None:
 
 def test_collect_writes_a_self_describing_dataset(reference: Path) -> None:
     manifest = json.loads((reference / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["env"]["config"]["family"] == "reach"
+    assert manifest["format_version"] == 2 and manifest["env"]["config"]["family"] == "reach"
     assert manifest["env"]["renderer"] == "tiny" and manifest["env"]["image_shape"] == [32, 32, 3]
     assert manifest["code_version"]["package"] and "seed_rule" in manifest
     train = manifest["splits"]["train"]
@@ -132,8 +132,8 @@ def test_out_holding_another_dataset_or_bad_settings_are_refused(scratch: Path, 
 
 def test_corrupt_or_newer_manifest_in_out_is_refused(scratch: Path) -> None:
     manifest = json.loads((scratch / "manifest.json").read_text())
-    (scratch / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
-    with pytest.raises(FormatVersionError, match="format version 2 is newer"):
+    (scratch / "manifest.json").write_text(json.dumps({**manifest, "format_version": 3}))
+    with pytest.raises(FormatVersionError, match="format version 3 is newer"):
         collect(tiny_config(scratch))
     (scratch / "manifest.json").write_text("{")
     with pytest.raises(ManifestError, match="corrupt manifest"):

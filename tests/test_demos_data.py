@@ -91,7 +91,7 @@ def test_newer_format_version(scratch: Path) -> None:
     manifest = json.loads((scratch / "manifest.json").read_text())
     (scratch / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
     result = data("validate", scratch)
-    assert result.returncode == 2 and "format version 99 is newer than this code reads (1)" in result.stderr
+    assert result.returncode == 2 and "format version 99 is newer than this code reads (2)" in result.stderr
 
 
 def test_join_rebuilds_the_manifest_and_names_missing_shards(scratch: Path) -> None:

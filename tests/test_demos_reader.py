@@ -61,7 +61,7 @@ def test_reader_refuses_another_image_size_family_or_format(reference: Path, tmp
     with pytest.raises(DatasetMismatchError, match="a 'reach' dataset, the reader was asked for 'push'"):
         PairDataset(reference, "train", image_size=32, family="push")
     manifest = json.loads((reference / "manifest.json").read_text())
-    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 3}))
     with pytest.raises(FormatVersionError, match="newer"):
         PairDataset(tmp_path, "train", image_size=32)
     (tmp_path / "manifest.json").write_text("[]")
