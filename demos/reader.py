@@ -1,7 +1,7 @@
 """The training reader: (human video, robot demo) pairs of the same task, as uint8/float32 torch tensors.
 
     ds = PairDataset("data/push", "train", image_size=64)
-    pair = ds[0]                                   # one pair: Pair(video, images, states, actions, task, target_hue)
+    pair = ds[0]                      # one pair: Pair(video, images, states, actions, task, target_hue, target_positions)
     batch = ds.sample(np.random.default_rng(0), 4)  # a meta-batch: 4 distinct tasks, stacked
     loader = DataLoader(ds, batch_sampler=MetaBatchSampler(ds, num_tasks=4, num_batches=1000, seed=0), num_workers=2)
 
@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from demos.format import DatasetError, DatasetMismatchError, read_manifest
-from demos.shards import open_shard, read_episode, resample_indices
+from demos.shards import open_shard, read_episode, read_target_positions, resample_indices
 from envs.objects import NUM_HUES
 
 
@@ -41,6 +41,9 @@ class Pair(NamedTuple):
     # float32 (2,): (cos, sin) of the target object's hue angle, from the task spec. A training label only (an
     # auxiliary loss may use it); no model reads it, and test-time adaptation never has it.
     target_hue: torch.Tensor
+    # float32 (T, 3): the target object's centre at each demo frame, a training label like target_hue; all NaN for a
+    # dataset of format 1, which did not record it (PairDataset.has_target_positions).
+    target_positions: torch.Tensor
 
 
 def target_hue(spec: dict) -> torch.Tensor:
@@ -74,6 +77,7 @@ class PairDataset(Dataset):
         self.image_size = image_size
         self.tasks = self._check(family)
         self.demo_length = int(self.manifest["env"]["max_episode_steps"])
+        self.has_target_positions = self.manifest["format_version"] >= 2
         self.num_demos, self.num_videos = self.tasks[0].num_demos, self.tasks[0].num_videos
         self.cache_episodes = cache_episodes
         self._pid: int | None = None
@@ -111,11 +115,11 @@ class PairDataset(Dataset):
     def pair(self, task: int, video: int, demo: int) -> Pair:
         """Video `video` and demo `demo` of task `task` (indices into the split's lists)."""
         (frames,) = self._episode(task, "videos", video)
-        images, states, actions = self._episode(task, "demos", demo)
+        images, states, actions, positions = self._episode(task, "demos", demo)
         resampled = frames[resample_indices(len(frames), len(images))]
         return Pair(torch.from_numpy(resampled), torch.from_numpy(images.copy()), torch.from_numpy(states.copy()),
                     torch.from_numpy(actions.copy()), torch.tensor(task, dtype=torch.int64),
-                    target_hue(self.tasks[task].spec))
+                    target_hue(self.tasks[task].spec), torch.from_numpy(positions.copy()))
 
     # ----- in-process sampling ----------------------------------------------------------------------------
     def sample(self, rng: np.random.Generator, num_tasks: int) -> Pair:
@@ -141,7 +145,11 @@ class PairDataset(Dataset):
             self._cache.move_to_end(key)
             return self._cache[key]
         entry = self.tasks[task]
-        value = read_episode(self._file(entry.shard), entry.id, kind, k)
+        f = self._file(entry.shard)
+        value = read_episode(f, entry.id, kind, k)
+        if kind == "demos":
+            unknown = np.full((len(value[0]), 3), np.nan, dtype=np.float32)
+            value = (*value, read_target_positions(f, entry.id, k) if self.has_target_positions else unknown)
         self._cache[key] = value
         if len(self._cache) > self.cache_episodes:
             self._cache.popitem(last=False)

@@ -36,6 +36,10 @@ class BCLossConfig:
     # Weight of the MSE between the hue the policy reads off its target query and the target's (cos, sin) hue label
     # (only for a policy with hue_prediction, and only where the label is known: in meta-training).
     hue_weight: float = 1.0
+    # Weight of the MSE (m^2) between where the policy's target query puts the target at every frame and where the
+    # demo recorded it (only for a policy with target_position, and only where the label is known: in
+    # meta-training). 10, as the goal term: a 5 cm miss costs 0.025.
+    position_weight: float = 10.0
 
     def __post_init__(self) -> None:
         if self.gripper_loss not in GRIPPER_LOSSES:
@@ -43,17 +47,19 @@ class BCLossConfig:
 
 
 class BehaviourCloningLoss(nn.Module):
-    """``(PolicyOutput, expert actions (..., T, 4), final effector position (..., 3)[, target hue (..., 2)]) -> scalar``.
+    """``(PolicyOutput, expert actions (..., T, 4), final effector position (..., 3)[, target hue (..., 2)[, target
+    positions (..., T, 3)]]) -> scalar``.
 
-    Velocity MSE plus a gripper BCE or MSE term, plus the goal term when the policy predicts a goal, plus the hue
-    term when the policy predicts the target's hue and the label is given.
+    Velocity MSE plus a gripper BCE or MSE term, plus the goal term when the policy predicts a goal, plus the hue and
+    position terms when the policy predicts the target's hue or position and the label is given.
     """
 
     def __init__(self, cfg: BCLossConfig = BCLossConfig()) -> None:
         super().__init__()
         self.cfg = cfg
 
-    def forward(self, output: PolicyOutput, actions: Tensor, final_effector: Tensor, target_hue: Tensor | None = None) -> Tensor:
+    def forward(self, output: PolicyOutput, actions: Tensor, final_effector: Tensor, target_hue: Tensor | None = None,
+                target_positions: Tensor | None = None) -> Tensor:
         predicted = output.actions
         actions = actions.to(predicted.dtype)
         velocity = F.mse_loss(predicted[..., :3], actions[..., :3])
@@ -66,6 +72,8 @@ class BehaviourCloningLoss(nn.Module):
             loss = loss + self.cfg.goal_weight * _per_frame_mse(output.goal, final_effector)
         if output.target_hue is not None and target_hue is not None:
             loss = loss + self.cfg.hue_weight * _per_frame_mse(output.target_hue, target_hue)
+        if output.target_position is not None and target_positions is not None:
+            loss = loss + self.cfg.position_weight * F.mse_loss(output.target_position, target_positions.to(predicted.dtype))
         return loss
 
 
@@ -76,20 +84,24 @@ def _per_frame_mse(per_frame: Tensor, episode_value: Tensor) -> Tensor:
 
 def imitation_batch(
     policy: Policy, videos: Tensor, demo_images: Tensor, demo_states: Tensor, demo_actions: Tensor,
-    target_hues: Tensor | None = None,
+    target_hues: Tensor | None = None, target_positions: Tensor | None = None,
 ) -> MetaBatch:
     """A meta-batch from per-task tensors (task first): videos (N,T,H,W,3) uint8, demos (N,T,...) from the reader.
 
     The video pass gets a zeroed robot state and no targets: adaptation sees frames only. The outer loss gets the
     expert actions, where the demo's effector ended (the goal the policy may predict) and, when given, the target's
-    hue label (N, 2) (the hue the policy may read off its target query).
+    hue label (N, 2) (the hue the policy may read off its target query) and its positions (N, T, 3) (what the
+    query's point may locate; given only with the hues, as the outer loss takes its labels in that order).
     """
+    if target_positions is not None and target_hues is None:
+        raise ValueError("target_positions come after target_hues in the outer loss's arguments: give both")
     hues = () if target_hues is None else (target_hues,)
+    positions = () if target_positions is None else (target_positions,)
     return MetaBatch(
         support_inputs=policy.video_inputs(videos),
         support_targets=(),
         query_inputs=(demo_images, demo_states),
-        query_targets=(demo_actions, demo_states[:, -1, EFFECTOR_POSITION], *hues),
+        query_targets=(demo_actions, demo_states[:, -1, EFFECTOR_POSITION], *hues, *positions),
     )
 
 

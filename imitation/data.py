@@ -77,7 +77,7 @@ def collate_strided(pairs: list[Pair], stride: int) -> Pair:
     if stride == 1:
         return batch
     return batch._replace(**{name: getattr(batch, name)[:, ::stride].contiguous()
-                             for name in ("video", "images", "states", "actions")})
+                             for name in ("video", "images", "states", "actions", "target_positions")})
 
 
 def make_loader(dataset: PairDataset, sampler: Sampler[list[int]], cfg: LoaderConfig, pin_memory: bool) -> DataLoader:
@@ -94,7 +94,8 @@ def make_loader(dataset: PairDataset, sampler: Sampler[list[int]], cfg: LoaderCo
 
 def to_meta_batch(policy: Policy, pair: Pair, device: torch.device) -> MetaBatch:
     """The MetaBatch of a (host) meta-batch, on ``device``; frames stay uint8 until the policy converts them."""
-    on = [t.to(device, non_blocking=True) for t in (pair.video, pair.images, pair.states, pair.actions, pair.target_hue)]
+    on = [t.to(device, non_blocking=True)
+          for t in (pair.video, pair.images, pair.states, pair.actions, pair.target_hue, pair.target_positions)]
     return imitation_batch(policy, *on)
 
 

@@ -40,6 +40,13 @@ class PolicyConfig:
     # adaptation step, or the black-box encoder) for *which* object the video is about: supervised probes found the
     # read-and-match of imitation.target_reader learned with this auxiliary label and not without it.
     hue_prediction: bool = False
+    # A head maps the target query's soft-argmax point to where the target object is on the table (x, y, z), at
+    # every frame (needs target_query); it is linear in (u, v, u^2, uv, v^2) of the point, which fits the camera's
+    # perspective from the table to the image to 0.5 mm (a linear map misses by up to 2 cm). Trained by the outer loss against the demo's recorded positions
+    # (BCLossConfig.position_weight), it asks the adapted query to *find* the object the video is about in the
+    # robot's view. The goal head ties the point to the target only where the effector ends at the target (reach);
+    # in push it ends at the goal, and there the point was found to locate nothing (launch.probe_query).
+    target_position: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
 
@@ -52,6 +59,8 @@ class PolicyConfig:
             raise ValueError("fc_sizes needs at least one hidden layer (its activations are the features)")
         if self.hue_prediction and not self.target_query:
             raise ValueError("hue_prediction reads the target query: set target_query=true too")
+        if self.target_position and not self.target_query:
+            raise ValueError("target_position reads the target query's point: set target_query=true too")
 
 
 # About the MIL/DAML pushing network, at the size those papers used; meant for a GPU.
@@ -70,6 +79,15 @@ POLICY_HEAD = ("bias_transform", "fc", "head")
 
 GOAL_DIM = 3  # the predicted final effector position (x, y, z), metres
 HUE_DIM = 2  # the target's hue angle as (cos, sin)
+QUERY_POINT_DIM = 2  # the target query's soft-argmax (x, y), the last two feature points
+POSITION_DIM = 3  # the target object's centre (x, y, z), metres
+QUADRATIC_DIM = 5  # (u, v, u^2, uv, v^2) of a point
+
+
+def quadratic(points: Tensor) -> Tensor:
+    """(u, v, u^2, uv, v^2) of (..., 2) image points: a map linear in these undoes a camera's perspective on a plane."""
+    u, v = points[..., :1], points[..., 1:]
+    return torch.cat([u, v, u * u, u * v, v * v], dim=-1)
 
 
 class PolicyOutput(NamedTuple):
@@ -81,6 +99,7 @@ class PolicyOutput(NamedTuple):
     feature_map: Tensor | None = None
     query_logits: Tensor | None = None
     target_hue: Tensor | None = None  # (..., 2): the hue read off the target query; None without cfg.hue_prediction
+    target_position: Tensor | None = None  # (..., 3): where the query point puts the target; None without cfg.target_position
 
 
 class Policy(nn.Module):
@@ -110,6 +129,7 @@ class Policy(nn.Module):
         goal_dim = GOAL_DIM if cfg.goal_prediction else 0
         self.goal = nn.Linear(points_dim + cfg.bias_transform_dim, GOAL_DIM) if cfg.goal_prediction else None
         self.hue = nn.Linear(channels, HUE_DIM) if cfg.hue_prediction else None
+        self.locate = nn.Linear(QUADRATIC_DIM, POSITION_DIM) if cfg.target_position else None
         sizes = (points_dim + cfg.state_dim + cfg.bias_transform_dim + goal_dim, *cfg.fc_sizes)
         self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], cfg.action_dim)
@@ -143,10 +163,11 @@ class Policy(nn.Module):
             h = F.relu(layer(h))
         actions = self.head(h)
         hue = None if self.hue is None else self.hue(self.target_query).expand(*lead, HUE_DIM)
+        position = None if self.locate is None else self.locate(quadratic(points[:, -QUERY_POINT_DIM:])).reshape(*lead, POSITION_DIM)
         return PolicyOutput(actions.reshape(*lead, -1), h.reshape(*lead, -1),
                             None if goal is None else goal.reshape(*lead, -1),
                             None if scores is None else feature_map.reshape(*lead, *feature_map.shape[1:]),
-                            None if scores is None else scores.reshape(*lead, *scores.shape[1:]), hue)
+                            None if scores is None else scores.reshape(*lead, *scores.shape[1:]), hue, position)
 
     def video_inputs(self, video: Tensor) -> tuple[Tensor, Tensor]:
         """Model inputs for a video pass: the frames and an all-zero robot state (videos carry none, as in DAML)."""

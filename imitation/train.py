@@ -236,6 +236,10 @@ def open_data(cfg: TrainConfig, spec: ModelSpec) -> TrainData:
     env = manifest["env"]
     check_shapes(root, env, spec.policy)
     train = PairDataset(root, cfg.loader.train_split, image_size=env["config"]["image_size"])
+    if spec.policy.target_position and not train.has_target_positions:
+        raise TrainingError(f"policy.target_position=true needs the target's recorded positions, which {root} (dataset "
+                            f"format {manifest['format_version']}) lacks: collect it again with this code, or set "
+                            "policy.target_position=false")
     if cfg.meta_batch > len(train.tasks):
         raise TrainingError(f"meta_batch={cfg.meta_batch} but split {cfg.loader.train_split!r} of {root} has "
                             f"{len(train.tasks)} tasks: lower meta_batch or collect more tasks")

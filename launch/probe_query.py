@@ -15,7 +15,8 @@ seed stream). The policy adapts to each task's video, then:
 - **find**: in an expert episode of the task (the evaluation's first trial arrangement), the query's soft-argmax
   point in each robot frame against the target's true x, y on the table. A quadratic map from point to table,
   fit on 4/5 of the tasks and tested on the rest (5 folds), gives an RMSE that, beside the positions' spread, says
-  how precisely the query locates the target (a query that finds nothing leaves the spread).
+  how precisely the query locates the target (a query that finds nothing leaves the spread). A policy trained with
+  a target-position head (policy.target_position) also gets that head's own RMSE, with no map fit.
 ``--query-scale`` multiplies the adapted query before use: a query that points the right way but is too short to
 peak locates the target once lengthened; one that points elsewhere does not.
 """
@@ -35,7 +36,7 @@ import envs
 from demos.reader import target_hue
 from imitation.evaluate import EvalConfig, TaskPlan, demonstrate, eval_seed, plan_tasks
 from imitation.layers import spatial_soft_argmax
-from imitation.policy import PolicyOutput
+from imitation.policy import PolicyOutput, quadratic
 from imitation.rollout import Rollout
 
 
@@ -61,8 +62,8 @@ def query_point(output: PolicyOutput) -> np.ndarray:
 
 
 def quadratic_features(points: np.ndarray) -> np.ndarray:
-    x, y = points[:, 0], points[:, 1]
-    return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
+    """A constant and the policy's quadratic features of (N, 2) points: a map linear in these fits the perspective."""
+    return np.concatenate([np.ones((len(points), 1)), quadratic(torch.from_numpy(points)).numpy()], axis=1)
 
 
 def probe_task(rollout: Rollout, env: gym.Env, cfg: EvalConfig, plan: TaskPlan, hue_head: bool, query_scale: float) -> dict:
@@ -76,7 +77,7 @@ def probe_task(rollout: Rollout, env: gym.Env, cfg: EvalConfig, plan: TaskPlan, 
     softmax = torch.softmax(output.query_logits.flatten(), dim=0).numpy()
     result = {"norm": float(params["target_query"].norm()),
               "entropy": float(-(softmax * np.log(np.clip(softmax, 1e-12, None))).sum()),
-              "cells": softmax.size, "points": [], "targets": []}
+              "cells": softmax.size, "points": [], "targets": [], "located": []}
     if hue_head:
         hue = hue_degrees(output.target_hue[0].numpy())
         errors = [angle_between(hue, hue_degrees(target_hue({**plan.spec, "target": i}).numpy()))
@@ -86,6 +87,8 @@ def probe_task(rollout: Rollout, env: gym.Env, cfg: EvalConfig, plan: TaskPlan, 
     while True:
         result["points"].append(query_point(output))
         result["targets"].append(env.unwrapped.privileged_view().target_position[:2].copy())
+        if output.target_position is not None:
+            result["located"].append(output.target_position[0, :2].numpy())
         obs, _, terminated, truncated, _ = env.step(env.unwrapped.expert_action())
         if terminated or truncated:
             return result
@@ -133,6 +136,7 @@ class QuerySummary:
     uniform_entropy: float  # log(cells)
     rmse: np.ndarray  # metres, the target's x, y from the query point (held out)
     spread: np.ndarray  # metres, the std of the target's x, y
+    head_rmse: np.ndarray | None  # metres, the target's x, y from the policy's own position head (None: no head)
 
 
 def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0, query_scale: float = 1.0) -> QuerySummary:
@@ -146,12 +150,16 @@ def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0, q
                for plan in plan_tasks(cfg, rollout.info.env["family"])]
     env.close()
     rmse, spread = localisation_rmse(results)
+    head_rmse = None
+    if policy.target_position:
+        misses = np.concatenate([np.subtract(r["located"], r["targets"]) for r in results])
+        head_rmse = np.sqrt((misses ** 2).mean(0))
     return QuerySummary(
         tasks=len(results),
         read_right=sum(r["read_right"] for r in results) if policy.hue_prediction else None,
         median_hue_error=float(np.median([r["hue_error"] for r in results])) if policy.hue_prediction else None,
         query_norm=float(np.mean([r["norm"] for r in results])), entropy=float(np.mean([r["entropy"] for r in results])),
-        uniform_entropy=float(np.log(results[0]["cells"])), rmse=rmse, spread=spread)
+        uniform_entropy=float(np.log(results[0]["cells"])), rmse=rmse, spread=spread, head_rmse=head_rmse)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"find:     the query point locates the target's x, y to an RMSE of {summary.rmse[0] * 100:.1f}, "
           f"{summary.rmse[1] * 100:.1f} cm (the positions' spread: {summary.spread[0] * 100:.1f}, "
           f"{summary.spread[1] * 100:.1f} cm)")
+    if summary.head_rmse is not None:
+        print(f"head:     the policy's target-position head misses the target's x, y by an RMSE of "
+              f"{summary.head_rmse[0] * 100:.1f}, {summary.head_rmse[1] * 100:.1f} cm")
     print(f"({time.perf_counter() - started:.0f} s)")
 
 

@@ -135,6 +135,9 @@ def test_corrupt_or_newer_manifest_in_out_is_refused(scratch: Path) -> None:
     (scratch / "manifest.json").write_text(json.dumps({**manifest, "format_version": 3}))
     with pytest.raises(FormatVersionError, match="format version 3 is newer"):
         collect(tiny_config(scratch))
+    (scratch / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(DatasetMismatchError, match="written in dataset format 1, this code writes format 2"):
+        collect(tiny_config(scratch))  # an older dataset is read, never extended
     (scratch / "manifest.json").write_text("{")
     with pytest.raises(ManifestError, match="corrupt manifest"):
         collect(tiny_config(scratch))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -16,6 +17,7 @@ from demos.reader import MetaBatchSampler, PairDataset
 from demos.seeds import split_tasks, stream_seed
 from demos.shards import read_episode, resample_indices
 from demos.testing import reference  # noqa: F401 (a fixture)
+from envs.tasks.reach import TOUCH_DISTANCE
 
 
 def test_pairs_are_uint8_videos_resampled_to_the_demo_of_the_same_task(reference: Path) -> None:
@@ -35,6 +37,37 @@ def test_pairs_are_uint8_videos_resampled_to_the_demo_of_the_same_task(reference
     spec = ds.tasks[1].spec  # the training label: the target's hue angle as (cos, sin)
     angle = np.deg2rad(10 * spec["objects"][spec["target"]]["hue"])
     np.testing.assert_allclose(pair.target_hue.numpy(), [np.cos(angle), np.sin(angle)], atol=1e-6)
+
+
+def test_demos_record_where_the_target_is(reference: Path) -> None:
+    """Reach's target stays put, and the expert's effector ends on it: the label is the target, in the world frame."""
+    ds = PairDataset(reference, "train", image_size=32)
+    assert ds.has_target_positions
+    for index in range(len(ds)):
+        pair = ds[index]
+        positions = pair.target_positions.numpy()
+        assert positions.shape == (40, 3) and positions.dtype == np.float32
+        np.testing.assert_allclose(positions, positions[:1].repeat(40, axis=0), atol=2e-3)
+        assert np.linalg.norm(pair.states[-1, :3].numpy() - positions[-1]) < TOUCH_DISTANCE
+
+
+def test_format_1_reads_without_target_positions(reference: Path, tmp_path: Path) -> None:
+    old = Path(shutil.copytree(reference, tmp_path / "old"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    for shard in old.glob("train/*.h5"):
+        with h5py.File(shard, "r+") as f:
+            for name in [n for n in _dataset_names(f) if n.endswith("/target_positions")]:
+                del f[name]
+    ds = PairDataset(old, "train", image_size=32)
+    assert not ds.has_target_positions and torch.isnan(ds[0].target_positions).all()
+    assert torch.equal(ds[0].actions, PairDataset(reference, "train", image_size=32)[0].actions)
+
+
+def _dataset_names(f: h5py.File) -> list[str]:
+    names: list[str] = []
+    f.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+    return names
 
 
 def test_resample_keeps_the_ends_and_the_order() -> None:

@@ -6,8 +6,8 @@ from torch import nn
 
 from imitation.adaptation_loss import AdaptationLossConfig, LinearFeatureLoss, TemporalConvLoss, build_adaptation_loss
 from imitation.bc import BehaviourCloningLoss, imitation_batch
-from imitation.layers import init_parameters
-from imitation.policy import GPU_POLICY, Policy, PolicyConfig
+from imitation.layers import init_parameters, spatial_soft_argmax
+from imitation.policy import GPU_POLICY, Policy, PolicyConfig, quadratic
 
 
 def frames(*lead: int, size: tuple[int, int] = (64, 64), seed: int = 0) -> torch.Tensor:
@@ -72,6 +72,27 @@ def test_hue_prediction_is_read_off_the_query_and_trained_only_where_the_label_i
     assert loss(out, actions, final, labels) == pytest.approx(expected.item())
     with pytest.raises(ValueError, match="target_query"):
         PolicyConfig(hue_prediction=True)
+
+
+def test_target_position_is_read_off_the_query_point_and_trained_against_the_recorded_positions() -> None:
+    policy = Policy(PolicyConfig(target_query=True, hue_prediction=True, target_position=True)).requires_grad_(False)
+    images, states, actions = frames(2, 5), torch.randn(2, 5, 11), torch.randn(2, 5, 4)
+    out = policy(images, states)
+    scores = out.query_logits.reshape(10, 1, *out.query_logits.shape[-2:])
+    point = spatial_soft_argmax(scores, torch.ones(()))
+    assert out.target_position.shape == (2, 5, 3)
+    torch.testing.assert_close(out.target_position, policy.locate(quadratic(point)).reshape(2, 5, 3))
+    hues, positions = torch.randn(2, 2), torch.randn(2, 5, 3)
+    batch = imitation_batch(policy, images, images, states, actions, hues, positions)
+    assert torch.equal(batch.query_targets[3], positions)
+    loss, final = BehaviourCloningLoss(), batch.query_targets[1]
+    without_label = loss(out, actions, final, hues)
+    expected = without_label + 10.0 * torch.nn.functional.mse_loss(out.target_position, positions)
+    assert loss(out, actions, final, hues, positions) == pytest.approx(expected.item())
+    with pytest.raises(ValueError, match="give both"):
+        imitation_batch(policy, images, images, states, actions, None, positions)
+    with pytest.raises(ValueError, match="target_query"):
+        PolicyConfig(target_position=True)
 
 
 @pytest.mark.parametrize("cfg", [PolicyConfig(norm="group"), GPU_POLICY])

@@ -155,10 +155,13 @@ def test_resume_is_exact(train_data: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("overrides, learner_type, adapted", [
     (("meta=anil",), MetaLearner, {"bias_transform", "fc", "head"}),
     (("adaptation_loss.kind=encoder",), VideoConditionedLearner, {"bias_transform"}),
+    (("policy.target_query=true", "policy.target_position=true", "meta.adapt_only=[bias_transform,target_query]"),
+     MetaLearner, {"bias_transform", "target_query"}),
 ])
 def test_anil_and_black_box_train_and_reload(train_data: Path, tmp_path: Path, overrides: tuple[str, ...],
                                              learner_type: type, adapted: set[str]) -> None:
-    """The ANIL meta-learner and the black-box baseline train through the same job and come back from their checkpoints."""
+    """ANIL, the black-box baseline and the target-position head train through the same job and come back from their
+    checkpoints."""
     result = train(config(train_data, tmp_path / "r", "steps=20", "log_every=5", "val_every=20", "meta.meta_lr=0.01", *overrides))
     losses = [m["train/outer_loss"] for m in read_metrics(tmp_path / "r")]
     assert losses[-1] < 0.6 * losses[0], losses
@@ -225,6 +228,9 @@ def test_bad_inputs(train_data: Path, tmp_path: Path) -> None:
     manifest["splits"]["train"]["tasks"] = []
     (empty / "manifest.json").write_text(json.dumps(manifest))
     assert "split 'train' has no tasks" in refused(data=empty)
+    old = Path(shutil.copytree(train_data, tmp_path / "format-1"))
+    (old / "manifest.json").write_text(json.dumps({**json.loads((train_data / "manifest.json").read_text()), "format_version": 1}))
+    assert "lacks: collect it again" in refused("policy.target_query=true", "policy.target_position=true", data=old)
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(train_data: Path, tmp_path: Path) -> None:
