@@ -145,9 +145,10 @@ def read_meta(f: h5py.File) -> dict:
         raise ShardError(f"{f.filename}: field {META!r} missing or unreadable ({e})") from None
 
 
-DEMO_FIELDS = ("images", "states", "actions", "target_positions")
+BEHAVIOUR_FIELDS = ("images", "states", "actions")  # what a demo shows and does: every format has them
+TARGET_POSITIONS = "target_positions"  # a training label, from format 2 on
+DEMO_FIELDS = (*BEHAVIOUR_FIELDS, TARGET_POSITIONS)
 VIDEO_FIELDS = ("frames",)
-TARGET_POSITIONS = "target_positions"
 
 
 def demo_fields(format_version: int) -> tuple[str, ...]:
@@ -167,7 +168,7 @@ def episode_group(f: h5py.File, task_id: str, kind: str, k: int) -> h5py.Group:
 def read_episode(f: h5py.File, task_id: str, kind: str, k: int) -> tuple[np.ndarray, ...]:
     """The arrays of one episode: (images, states, actions) for a demo, (frames,) for a video."""
     group = episode_group(f, task_id, kind, k)
-    return tuple(group[name][()] for name in (DEMO_FIELDS[:3] if kind == "demos" else VIDEO_FIELDS))
+    return tuple(group[name][()] for name in (BEHAVIOUR_FIELDS if kind == "demos" else VIDEO_FIELDS))
 
 
 def read_target_positions(f: h5py.File, task_id: str, k: int) -> np.ndarray:
