@@ -17,6 +17,9 @@ seed stream). The policy adapts to each task's video, then:
   fit on 4/5 of the tasks and tested on the rest (5 folds), gives an RMSE that, beside the positions' spread, says
   how precisely the query locates the target (a query that finds nothing leaves the spread). A policy trained with
   a target-position head (policy.target_position) also gets that head's own RMSE, with no map fit.
+- **where**: the share of the query's softmax (first robot frame) within 6 px of the target's centre, and of the other
+  objects' (projected through the robot camera), and the cell where it peaks most often, with its share of tasks: a
+  query held by one fixed cell (an image border, say) locates nothing whatever the video.
 ``--query-scale`` multiplies the adapted query before use: a query that points the right way but is too short to
 peak locates the target once lengthened; one that points elsewhere does not.
 """
@@ -33,6 +36,7 @@ import torch
 from torch.func import functional_call
 
 import envs
+from envs.core import ROBOT_CAMERA
 from demos.reader import target_hue
 from imitation.evaluate import EvalConfig, TaskPlan, demonstrate, eval_seed, plan_tasks
 from imitation.layers import spatial_soft_argmax
@@ -75,9 +79,10 @@ def probe_task(rollout: Rollout, env: gym.Env, cfg: EvalConfig, plan: TaskPlan, 
     obs, _ = env.reset(seed=eval_seed(cfg.seed, plan.index, "trial", 0), options={"task": spec})
     output = policy_output(rollout, params, obs)
     softmax = torch.softmax(output.query_logits.flatten(), dim=0).numpy()
-    result = {"norm": float(params["target_query"].norm()),
+    result = {**softmax_places(softmax.reshape(output.query_logits.shape[-2:]), env, spec, obs["image"].shape[0]),
+              "norm": float(params["target_query"].norm()),
               "entropy": float(-(softmax * np.log(np.clip(softmax, 1e-12, None))).sum()),
-              "cells": softmax.size, "points": [], "targets": [], "located": []}
+              "cells": softmax.size, "grid": tuple(output.query_logits.shape[-2:]), "points": [], "targets": [], "located": []}
     if hue_head:
         hue = hue_degrees(output.target_hue[0].numpy())
         errors = [angle_between(hue, hue_degrees(target_hue({**plan.spec, "target": i}).numpy()))
@@ -93,6 +98,27 @@ def probe_task(rollout: Rollout, env: gym.Env, cfg: EvalConfig, plan: TaskPlan, 
         if terminated or truncated:
             return result
         output = policy_output(rollout, params, obs)
+
+
+NEAR_PIXELS = 6.0  # "near" a thing: the cell's centre within this many pixels of the thing's projected centre
+
+
+def softmax_places(softmax: np.ndarray, env: gym.Env, spec: envs.TaskSpec, image_size: int) -> dict:
+    """The softmax's mass near the target and near the other objects, and the (row, column) of its peak cell."""
+    rows, columns = softmax.shape
+    centres = np.stack(np.meshgrid((np.arange(columns) + 0.5) * image_size / columns,
+                                   (np.arange(rows) + 0.5) * image_size / rows), axis=-1)
+    view = env.unwrapped.privileged_view()
+
+    def near(i: int) -> np.ndarray:
+        pixel = ROBOT_CAMERA.project(view.object_position(i), image_size, image_size)
+        return np.linalg.norm(centres - pixel, axis=-1) < NEAR_PIXELS
+
+    target = near(spec.target)
+    others = np.any([near(i) for i in range(len(spec.objects)) if i != spec.target], axis=0) & ~target
+    peak = np.unravel_index(int(softmax.argmax()), softmax.shape)
+    return {"target_mass": float(softmax[target].sum()), "other_mass": float(softmax[others].sum()),
+            "peak": (int(peak[0]), int(peak[1]))}
 
 
 def localisation_rmse(results: list[dict], folds: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -137,6 +163,11 @@ class QuerySummary:
     rmse: np.ndarray  # metres, the target's x, y from the query point (held out)
     spread: np.ndarray  # metres, the std of the target's x, y
     head_rmse: np.ndarray | None  # metres, the target's x, y from the policy's own position head (None: no head)
+    target_mass: float  # mean share of the first frame's softmax near the target
+    other_mass: float  # ... and near the other objects
+    common_peak: tuple[int, int]  # the (row, column) cell where the softmax peaks in the most tasks
+    common_peak_share: float  # the share of tasks that peak there
+    cells: tuple[int, int]  # the feature map's rows and columns
 
 
 def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0, query_scale: float = 1.0) -> QuerySummary:
@@ -150,6 +181,8 @@ def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0, q
                for plan in plan_tasks(cfg, rollout.info.env["family"])]
     env.close()
     rmse, spread = localisation_rmse(results)
+    peaks = [r["peak"] for r in results]
+    peak = max(set(peaks), key=peaks.count)
     head_rmse = None
     if policy.target_position:
         misses = np.concatenate([np.subtract(r["located"], r["targets"]) for r in results])
@@ -159,7 +192,10 @@ def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0, q
         read_right=sum(r["read_right"] for r in results) if policy.hue_prediction else None,
         median_hue_error=float(np.median([r["hue_error"] for r in results])) if policy.hue_prediction else None,
         query_norm=float(np.mean([r["norm"] for r in results])), entropy=float(np.mean([r["entropy"] for r in results])),
-        uniform_entropy=float(np.log(results[0]["cells"])), rmse=rmse, spread=spread, head_rmse=head_rmse)
+        uniform_entropy=float(np.log(results[0]["cells"])), rmse=rmse, spread=spread, head_rmse=head_rmse,
+        target_mass=float(np.mean([r["target_mass"] for r in results])),
+        other_mass=float(np.mean([r["other_mass"] for r in results])), common_peak=peak,
+        common_peak_share=peaks.count(peak) / len(peaks), cells=results[0]["grid"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"find:     the query point locates the target's x, y to an RMSE of {summary.rmse[0] * 100:.1f}, "
           f"{summary.rmse[1] * 100:.1f} cm (the positions' spread: {summary.spread[0] * 100:.1f}, "
           f"{summary.spread[1] * 100:.1f} cm)")
+    print(f"where:    {summary.target_mass:.0%} of the first frame's softmax lies within {NEAR_PIXELS:g} px of the target, "
+          f"{summary.other_mass:.0%} near the other objects; it peaks at cell {summary.common_peak} of "
+          f"{summary.cells[0]}x{summary.cells[1]} in {summary.common_peak_share:.0%} of the tasks")
     if summary.head_rmse is not None:
         print(f"head:     the policy's target-position head misses the target's x, y by an RMSE of "
               f"{summary.head_rmse[0] * 100:.1f}, {summary.head_rmse[1] * 100:.1f} cm")

@@ -316,3 +316,16 @@ def test_privileged_view_needs_a_reset() -> None:
     view = env.unwrapped.privileged_view()
     assert view.target_position.shape == (3,) and view.task.family == "reach"
     env.close()
+
+
+def test_camera_projects_each_object_onto_its_own_pixels() -> None:
+    env = envs.make("push", image_size=64)
+    env.reset(seed=3)
+    world = env.unwrapped.world
+    _, mask = world.render(envs.core.ROBOT_CAMERA, 64, 64, segmentation=True)
+    for i in range(len(env.unwrapped.task.objects)):
+        rows, columns = np.nonzero(mask == world.id(object_name(i)))
+        silhouette_centre = np.array([columns.mean(), rows.mean()])  # of the visible surface, a little above the centre
+        projected = envs.core.ROBOT_CAMERA.project(world.position(object_name(i)), 64, 64)
+        assert np.linalg.norm(projected - silhouette_centre) < 2.5, (i, projected, silhouette_centre)
+    env.close()
