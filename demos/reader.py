@@ -147,9 +147,10 @@ class PairDataset(Dataset):
         entry = self.tasks[task]
         f = self._file(entry.shard)
         value = read_episode(f, entry.id, kind, k)
-        if kind == "demos":
-            unknown = np.full((len(value[0]), 3), np.nan, dtype=np.float32)
-            value = (*value, read_target_positions(f, entry.id, k) if self.has_target_positions else unknown)
+        if kind == "demos":  # format 1 recorded no positions: the label is unknown (NaN) at every frame
+            positions = (read_target_positions(f, entry.id, k) if self.has_target_positions
+                         else np.full((len(value[0]), 3), np.nan, dtype=np.float32))
+            value = (*value, positions)
         self._cache[key] = value
         if len(self._cache) > self.cache_episodes:
             self._cache.popitem(last=False)

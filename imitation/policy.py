@@ -42,9 +42,9 @@ class PolicyConfig:
     hue_prediction: bool = False
     # A head maps the target query's soft-argmax point to where the target object is on the table (x, y, z), at
     # every frame (needs target_query); it is linear in (u, v, u^2, uv, v^2) of the point, which fits the camera's
-    # perspective from the table to the image to 0.5 mm (a linear map misses by up to 2 cm). Trained by the outer loss against the demo's recorded positions
-    # (BCLossConfig.position_weight), it asks the adapted query to *find* the object the video is about in the
-    # robot's view. The goal head ties the point to the target only where the effector ends at the target (reach);
+    # perspective from the table to the image to 0.5 mm (a linear map misses by up to 2 cm). Trained by the outer
+    # loss against the demo's recorded positions (BCLossConfig.position_weight), it asks the adapted query to *find*
+    # the object the video is about in the robot's view. The goal head ties the point to the target only where the effector ends at the target (reach);
     # in push it ends at the goal, and there the point was found to locate nothing (launch.probe_query).
     target_position: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
@@ -79,7 +79,6 @@ POLICY_HEAD = ("bias_transform", "fc", "head")
 
 GOAL_DIM = 3  # the predicted final effector position (x, y, z), metres
 HUE_DIM = 2  # the target's hue angle as (cos, sin)
-QUERY_POINT_DIM = 2  # the target query's soft-argmax (x, y), the last two feature points
 POSITION_DIM = 3  # the target object's centre (x, y, z), metres
 QUADRATIC_DIM = 5  # (u, v, u^2, uv, v^2) of a point
 
@@ -148,10 +147,11 @@ class Policy(nn.Module):
         x = x.to(dtype, memory_format=torch.contiguous_format) / 255.0
         feature_map = self.trunk(x)
         points = spatial_soft_argmax(feature_map, self.softmax_temperature)
-        scores = None
+        scores = query_point = None
         if self.target_query is not None:
             scores = torch.einsum("nchw,c->nhw", feature_map, self.target_query)
-            points = torch.cat([points, spatial_soft_argmax(scores.unsqueeze(1), torch.ones((), dtype=dtype))], dim=-1)
+            query_point = spatial_soft_argmax(scores.unsqueeze(1), torch.ones((), dtype=dtype))
+            points = torch.cat([points, query_point], dim=-1)
         bias = self.bias_transform.expand(points.shape[0], -1)
         inputs = [points, states.reshape(-1, self.cfg.state_dim).to(dtype), bias]
         goal = None
@@ -163,7 +163,7 @@ class Policy(nn.Module):
             h = F.relu(layer(h))
         actions = self.head(h)
         hue = None if self.hue is None else self.hue(self.target_query).expand(*lead, HUE_DIM)
-        position = None if self.locate is None else self.locate(quadratic(points[:, -QUERY_POINT_DIM:])).reshape(*lead, POSITION_DIM)
+        position = None if self.locate is None else self.locate(quadratic(query_point)).reshape(*lead, POSITION_DIM)
         return PolicyOutput(actions.reshape(*lead, -1), h.reshape(*lead, -1),
                             None if goal is None else goal.reshape(*lead, -1),
                             None if scores is None else feature_map.reshape(*lead, *feature_map.shape[1:]),
