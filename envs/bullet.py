@@ -38,10 +38,14 @@ class Camera:
     def projection_matrix(self, width: int, height: int) -> list[float]:
         return pb.computeProjectionMatrixFOV(self.fov_deg, width / height, 0.05, 5.0)
 
+    def clip_matrix(self, width: int, height: int) -> np.ndarray:
+        """The 4x4 (row-major) map from homogeneous world points to clip coordinates: projection @ view."""
+        view = np.asarray(self.view_matrix()).reshape(4, 4).T  # pybullet's matrices are column-major
+        return np.asarray(self.projection_matrix(width, height)).reshape(4, 4).T @ view
+
     def project(self, point: np.ndarray, width: int, height: int) -> np.ndarray:
         """The (column, row) in pixels, from the image's top left, where a world point appears in this camera's image."""
-        view = np.asarray(self.view_matrix()).reshape(4, 4).T  # pybullet's matrices are column-major
-        clip = np.asarray(self.projection_matrix(width, height)).reshape(4, 4).T @ view @ np.r_[np.asarray(point, float), 1.0]
+        clip = self.clip_matrix(width, height) @ np.r_[np.asarray(point, float), 1.0]
         x, y = clip[:2] / clip[3]
         return np.array([(x + 1) / 2 * width, (1 - y) / 2 * height])
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from envs.core import ROBOT_CAMERA
 from imitation.adaptation_loss import (AdaptationLossConfig, TemporalVideoEncoder, VideoAdaptationLoss,
                                        build_adaptation_loss)
 from imitation.layers import init_parameters
@@ -18,6 +19,7 @@ from imitation.video_conditioned import VideoConditionedLearner, conditioned_siz
 
 GRIPPER_LOSSES = ("bce", "mse")
 EFFECTOR_POSITION = slice(0, 3)  # the effector's xyz in the robot state (envs.robot: position, gripper, joints)
+QUERY_MAP_STD = 1.0  # cells of the last feature map: the spread of the query-map label around the target's centre
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,13 @@ class BCLossConfig:
     # demo recorded it (only for a policy with target_position, and only where the label is known: in
     # meta-training). 10, as the goal term: a 5 cm miss costs 0.025.
     position_weight: float = 10.0
+    # Weight of the KL divergence, at every frame, from a Gaussian (std QUERY_MAP_STD cells) around the cell where the
+    # target's recorded centre appears in the robot's view to the target query's softmax over the last feature map
+    # (only for a policy with target_query, and only where the label is known: in meta-training). It tells the
+    # adapted query where the target is cell by cell, which a label on the query's soft-argmax point does not: that
+    # one is met as well by a point that never moves from the positions' mean. 0 = off. 1: a query that splits its
+    # mass between two candidates pays about log 2 = 0.69 more than one on the target, several times the BC loss.
+    query_map_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.gripper_loss not in GRIPPER_LOSSES:
@@ -57,6 +66,9 @@ class BehaviourCloningLoss(nn.Module):
     def __init__(self, cfg: BCLossConfig = BCLossConfig()) -> None:
         super().__init__()
         self.cfg = cfg
+        # The robot camera's (square-image) clip matrix: where a recorded position lies in the policy's view.
+        clip = torch.as_tensor(ROBOT_CAMERA.clip_matrix(1, 1), dtype=torch.float32)
+        self.register_buffer("robot_clip", clip, persistent=False)
 
     def forward(self, output: PolicyOutput, actions: Tensor, final_effector: Tensor, target_hue: Tensor | None = None,
                 target_positions: Tensor | None = None) -> Tensor:
@@ -74,7 +86,34 @@ class BehaviourCloningLoss(nn.Module):
             loss = loss + self.cfg.hue_weight * _per_frame_mse(output.target_hue, target_hue)
         if output.target_position is not None and target_positions is not None:
             loss = loss + self.cfg.position_weight * F.mse_loss(output.target_position, target_positions.to(predicted.dtype))
+        if self.cfg.query_map_weight and output.query_logits is not None and target_positions is not None:
+            label = self.query_map_label(target_positions.to(predicted.dtype), *output.query_logits.shape[-2:])
+            loss = loss + self.cfg.query_map_weight * query_map_divergence(output.query_logits, label)
         return loss
+
+    def query_map_label(self, positions: Tensor, height: int, width: int) -> Tensor:
+        """(..., 3) world positions -> (..., height, width): a Gaussian over the cells around where each appears."""
+        cells = map_cells(positions, self.robot_clip.to(positions.dtype), height, width)
+        rows = torch.arange(height, dtype=positions.dtype, device=positions.device)
+        cols = torch.arange(width, dtype=positions.dtype, device=positions.device)
+        squared = ((rows - cells[..., 1:2]) ** 2).unsqueeze(-1) + ((cols - cells[..., 0:1]) ** 2).unsqueeze(-2)
+        logits = -squared / (2 * QUERY_MAP_STD**2)
+        return torch.softmax(logits.flatten(-2), dim=-1).reshape(logits.shape)
+
+
+def map_cells(positions: Tensor, clip: Tensor, height: int, width: int) -> Tensor:
+    """(..., 3) world positions -> (..., 2) (column, row) on a (height, width) map of the view, in cells (centres at
+    integers), given the camera's clip matrix (as ``Camera.clip_matrix``)."""
+    homogeneous = torch.cat([positions, torch.ones_like(positions[..., :1])], dim=-1) @ clip.T
+    x, y = (homogeneous[..., :2] / homogeneous[..., 3:]).unbind(-1)
+    return torch.stack([(x + 1) / 2 * width - 0.5, (1 - y) / 2 * height - 0.5], dim=-1)
+
+
+def query_map_divergence(logits: Tensor, label: Tensor) -> Tensor:
+    """Mean over frames of KL(label || softmax(logits)), both (..., h, w) over their last two dimensions."""
+    log_p = torch.log_softmax(logits.flatten(-2), dim=-1)
+    q = label.flatten(-2)
+    return (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(-1).mean()
 
 
 def _per_frame_mse(per_frame: Tensor, episode_value: Tensor) -> Tensor:
@@ -119,6 +158,8 @@ def build_imitation_learner(
     """
     if loss_cfg.target_match and not policy_cfg.target_query:
         raise ValueError("adaptation_loss.target_match=true aims the policy's target query: set policy.target_query=true too")
+    if bc_cfg.query_map_weight and not policy_cfg.target_query:
+        raise ValueError("bc.query_map_weight>0 trains the policy's target query: set policy.target_query=true too")
     policy = init_parameters(Policy(policy_cfg), generator)
     query_dim = policy_cfg.conv_filters[-1] if policy_cfg.target_query else 0
     if loss_cfg.kind == "encoder":

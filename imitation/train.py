@@ -27,7 +27,8 @@ from demos.format import MANIFEST, code_version, read_manifest, sha256_file
 from demos.reader import Pair, PairDataset
 from imitation.adaptation_loss import AdaptationLossConfig
 from imitation.bc import BCLossConfig
-from imitation.checkpoint import LAST, CheckpointInfo, ModelSpec, build_learner, load_checkpoint, save_checkpoint
+from imitation.checkpoint import (LAST, CheckpointInfo, ModelSpec, build_learner, load_checkpoint, read_checkpoint,
+                                 save_checkpoint)
 from imitation.data import (DevicePrefetcher, LoaderConfig, StepBatchSampler, make_loader, strided_length,
                             to_meta_batch, validation_batches)
 from imitation.distributed import (DistInfo, average_gradients, average_stats, broadcast_object, init_distributed,
@@ -48,6 +49,9 @@ class TrainConfig:
     run_name: str = ""  # run folder name under `out`; empty = time + random suffix. Set it to resume, and under torchrun
     run_dir: str = "${hydra:runtime.output_dir}"  # this run's folder: Hydra sets it from out/run_name; set it without Hydra
     resume: bool = False  # continue from <run_dir>/checkpoints/last.pt: same step, same next batch, same RNG states
+    # A new run starts from this checkpoint's weights (fine-tuning: from step 0, with a fresh optimizer, on this
+    # run's data and outer loss). The network, learned loss and adapted parameters must be the same. Ignored on resume.
+    init_from: str = ""
     seed: int = 0  # initial weights and the meta-batch stream (the batch of step s depends only on seed and s)
     steps: int = 1000  # total meta-steps (a resumed run continues up to this number)
     meta_batch: int = 4  # tasks per meta-step over all processes (MIL/DAML used 12-25; split evenly across processes)
@@ -236,10 +240,11 @@ def open_data(cfg: TrainConfig, spec: ModelSpec) -> TrainData:
     env = manifest["env"]
     check_shapes(root, env, spec.policy)
     train = PairDataset(root, cfg.loader.train_split, image_size=env["config"]["image_size"])
-    if spec.policy.target_position and not train.has_target_positions:
-        raise TrainingError(f"policy.target_position=true needs the target's recorded positions, which {root} (dataset "
-                            f"format {manifest['format_version']}) lacks: collect it again with this code, or set "
-                            "policy.target_position=false")
+    for wanted, setting, off in ((spec.policy.target_position, "policy.target_position=true", "policy.target_position=false"),
+                                 (spec.bc.query_map_weight, "bc.query_map_weight>0", "bc.query_map_weight=0")):
+        if wanted and not train.has_target_positions:
+            raise TrainingError(f"{setting} needs the target's recorded positions, which {root} (dataset format "
+                                f"{manifest['format_version']}) lacks: collect it again with this code, or set {off}")
     if cfg.meta_batch > len(train.tasks):
         raise TrainingError(f"meta_batch={cfg.meta_batch} but split {cfg.loader.train_split!r} of {root} has "
                             f"{len(train.tasks)} tasks: lower meta_batch or collect more tasks")
@@ -275,7 +280,10 @@ def init_or_resume(cfg: TrainConfig, spec: ModelSpec, data: TrainData, run_dir: 
         if last.exists():
             raise TrainingError(f"{run_dir} already has checkpoints: pass resume=true to continue it, or choose "
                                 "another run_name")
-        return build_learner(spec, cfg.seed).to(device), 0
+        learner = build_learner(spec, cfg.seed)
+        if cfg.init_from:
+            start_from_weights(learner, cfg.init_from)
+        return learner.to(device), 0
     if not last.exists():
         raise TrainingError(f"resume=true but {last} does not exist: nothing to resume in {run_dir}")
     learner, info, payload = load_checkpoint(last, device)
@@ -285,6 +293,19 @@ def init_or_resume(cfg: TrainConfig, spec: ModelSpec, data: TrainData, run_dir: 
                             + "\n  ".join(differences) + "\nuse the same settings, or start a new run")
     restore_rng(payload.get("rng", {}))
     return learner, info.step
+
+
+def start_from_weights(learner: MetaLearner, path: str) -> None:
+    """Load another run's learned weights into a fresh learner (its optimizer stays fresh)."""
+    if not Path(path).is_file():
+        raise TrainingError(f"init_from={path}: no such checkpoint")
+    payload = read_checkpoint(path)
+    theirs = ModelSpec.from_dict(payload["model"])
+    try:
+        learner.load_state_dict(payload["learner"])
+    except RuntimeError as e:
+        raise TrainingError(f"init_from={path}: its weights do not fit this model (its policy: {theirs.policy}; its "
+                            f"adaptation loss: {theirs.adaptation_loss}; its meta: {theirs.meta}):\n{e}") from e
 
 
 def resume_identity(model: dict, train_config: dict, manifest_sha256: str) -> dict[str, Any]:

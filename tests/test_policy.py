@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from imitation.adaptation_loss import AdaptationLossConfig, LinearFeatureLoss, TemporalConvLoss, build_adaptation_loss
-from imitation.bc import BehaviourCloningLoss, imitation_batch
+from envs.core import ROBOT_CAMERA
+from imitation.bc import BCLossConfig, BehaviourCloningLoss, build_imitation_learner, imitation_batch
 from imitation.layers import init_parameters, spatial_soft_argmax
 from imitation.policy import GPU_POLICY, Policy, PolicyConfig, quadratic
 
@@ -93,6 +94,29 @@ def test_target_position_is_read_off_the_query_point_and_trained_against_the_rec
         imitation_batch(policy, images, images, states, actions, None, positions)
     with pytest.raises(ValueError, match="target_query"):
         PolicyConfig(target_position=True)
+
+
+def test_query_map_label_lies_where_the_camera_sees_the_target_and_rewards_a_query_on_it() -> None:
+    """The label's peak is the cell the robot camera projects the target into, and the term costs a query peaked on
+    that cell less than one peaked on another object's, and about log 2 more when split between the two."""
+    loss = BehaviourCloningLoss(BCLossConfig(query_map_weight=1.0))
+    target, other = torch.tensor([0.55, 0.12, 0.03]), torch.tensor([0.50, -0.10, 0.03])
+    label = loss.query_map_label(target, 16, 16)
+    col, row = ROBOT_CAMERA.project(target.numpy(), 16, 16).astype(int)  # the cell holding the projected centre
+    assert divmod(int(label.argmax()), 16) == (row, col) and label.sum().item() == pytest.approx(1.0)
+
+    def logits_on(*points: torch.Tensor) -> torch.Tensor:
+        return torch.log(sum(loss.query_map_label(p, 16, 16) for p in points) / len(points) + 1e-9)
+
+    def divergence(logits: torch.Tensor) -> float:
+        out = Policy(PolicyConfig(target_query=True))(frames(1), torch.zeros(1, 11))._replace(query_logits=logits)
+        zeros = torch.zeros(1, 4), torch.zeros(3)
+        return (loss(out, *zeros, None, target.unsqueeze(0)) - BehaviourCloningLoss()(out, *zeros)).item()
+
+    on_target, on_other, split = divergence(logits_on(target)), divergence(logits_on(other)), divergence(logits_on(target, other))
+    assert on_target < 0.01 and on_other > 5 and split - on_target == pytest.approx(0.69, abs=0.1)
+    with pytest.raises(ValueError, match="target_query"):
+        build_imitation_learner(PolicyConfig(), bc_cfg=BCLossConfig(query_map_weight=1.0), generator=torch.Generator())
 
 
 @pytest.mark.parametrize("cfg", [PolicyConfig(norm="group"), GPU_POLICY])

@@ -157,11 +157,13 @@ def test_resume_is_exact(train_data: Path, tmp_path: Path) -> None:
     (("adaptation_loss.kind=encoder",), VideoConditionedLearner, {"bias_transform"}),
     (("policy.target_query=true", "policy.target_position=true", "meta.adapt_only=[bias_transform,target_query]"),
      MetaLearner, {"bias_transform", "target_query"}),
+    (("policy.target_query=true", "bc.query_map_weight=1", "meta.adapt_only=[bias_transform,target_query]"),
+     MetaLearner, {"bias_transform", "target_query"}),
 ])
 def test_anil_and_black_box_train_and_reload(train_data: Path, tmp_path: Path, overrides: tuple[str, ...],
                                              learner_type: type, adapted: set[str]) -> None:
-    """ANIL, the black-box baseline and the target-position head train through the same job and come back from their
-    checkpoints."""
+    """ANIL, the black-box baseline, the target-position head and the query-map label train through the same job and
+    come back from their checkpoints."""
     result = train(config(train_data, tmp_path / "r", "steps=20", "log_every=5", "val_every=20", "meta.meta_lr=0.01", *overrides))
     losses = [m["train/outer_loss"] for m in read_metrics(tmp_path / "r")]
     assert losses[-1] < 0.6 * losses[0], losses
@@ -231,6 +233,26 @@ def test_bad_inputs(train_data: Path, tmp_path: Path) -> None:
     old = Path(shutil.copytree(train_data, tmp_path / "format-1"))
     (old / "manifest.json").write_text(json.dumps({**json.loads((train_data / "manifest.json").read_text()), "format_version": 1}))
     assert "lacks: collect it again" in refused("policy.target_query=true", "policy.target_position=true", data=old)
+    assert "lacks: collect it again" in refused("policy.target_query=true", "bc.query_map_weight=1", data=old)
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(train_data: Path, tmp_path: Path) -> None:
+    """Fine-tuning starts at step 0 from the weights (not the optimizer) of the given checkpoint, under another outer
+    loss; a checkpoint of another network, or none, is refused."""
+    first = train(config(train_data, tmp_path / "first", "steps=3", "val_every=0"))
+    tuned = train(config(train_data, tmp_path / "tuned", "steps=1", "val_every=0", "bc.goal_weight=1",
+                         "meta.meta_lr=0", f"init_from={first.checkpoint}"))  # a step that leaves the weights
+    assert tuned.step == 1
+    a, _, _ = load_checkpoint(first.checkpoint)
+    b, info, payload = load_checkpoint(tuned.checkpoint)
+    for key, value in parameters(a).items():
+        assert torch.equal(value, parameters(b)[key]), key
+    assert info.model.bc.goal_weight == 1 and payload["optimizer"]["state"][0]["step"] == 1  # not 4
+    with pytest.raises(TrainingError, match="do not fit this model"):
+        train(config(train_data, tmp_path / "wider", "steps=1", "val_every=0", "policy.fc_sizes=[16,8]",
+                     f"init_from={first.checkpoint}"))
+    with pytest.raises(TrainingError, match="no such checkpoint"):
+        train(config(train_data, tmp_path / "none", "steps=1", "val_every=0", f"init_from={tmp_path / 'nothing.pt'}"))
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(train_data: Path, tmp_path: Path) -> None:
