@@ -31,3 +31,14 @@ def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
         video = np.random.default_rng(0).integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
         adapted, initial = rollout.adapt(video), rollout.initial_params()
         assert any(not torch.equal(adapted[name], initial[name]) for name in initial)
+
+
+def test_shipped_push_checkpoint_is_the_query_map_fine_tune() -> None:
+    """checkpoints/push-daml.pt (not in `make run`): step 7500 of the query-map fine-tune of the session 8 push run."""
+    rollout = Rollout.from_checkpoint(SHIPPED / "push-daml.pt")
+    info = rollout.info
+    assert info.env["family"] == "push" and info.step == 7500 and info.model.bc.query_map_weight == 1
+    assert info.train_config["init_from"].endswith("push-ml-daml/checkpoints/step-0010000.pt")
+    video = np.random.default_rng(0).integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
+    adapted, initial = rollout.adapt(video), rollout.initial_params()
+    assert not torch.equal(adapted["target_query"], initial["target_query"])
