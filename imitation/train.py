@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from omegaconf import MISSING, OmegaConf
 
 from demos.format import MANIFEST, code_version, read_manifest, sha256_file
 from demos.reader import Pair, PairDataset
+from envs.core import ROBOT_CAMERA
 from imitation.adaptation_loss import AdaptationLossConfig
 from imitation.bc import BCLossConfig
 from imitation.checkpoint import (LAST, CheckpointInfo, ModelSpec, build_learner, load_checkpoint, read_checkpoint,
@@ -245,6 +246,9 @@ def open_data(cfg: TrainConfig, spec: ModelSpec) -> TrainData:
         if wanted and not train.has_target_positions:
             raise TrainingError(f"{setting} needs the target's recorded positions, which {root} (dataset format "
                                 f"{manifest['format_version']}) lacks: collect it again with this code, or set {off}")
+    if spec.bc.query_map_weight and env.get("robot_camera") != json.loads(json.dumps(asdict(ROBOT_CAMERA))):
+        raise TrainingError(f"bc.query_map_weight>0 places the target through this code's robot camera, and {root} was "
+                            f"rendered by another ({env.get('robot_camera')}): collect it again with this code")
     if cfg.meta_batch > len(train.tasks):
         raise TrainingError(f"meta_batch={cfg.meta_batch} but split {cfg.loader.train_split!r} of {root} has "
                             f"{len(train.tasks)} tasks: lower meta_batch or collect more tasks")

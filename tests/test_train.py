@@ -234,6 +234,11 @@ def test_bad_inputs(train_data: Path, tmp_path: Path) -> None:
     (old / "manifest.json").write_text(json.dumps({**json.loads((train_data / "manifest.json").read_text()), "format_version": 1}))
     assert "lacks: collect it again" in refused("policy.target_query=true", "policy.target_position=true", data=old)
     assert "lacks: collect it again" in refused("policy.target_query=true", "bc.query_map_weight=1", data=old)
+    moved = Path(shutil.copytree(train_data, tmp_path / "moved-camera"))
+    manifest = json.loads((train_data / "manifest.json").read_text())
+    manifest["env"]["robot_camera"]["fov_deg"] += 5
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    assert "rendered by another" in refused("policy.target_query=true", "bc.query_map_weight=1", data=moved)
 
 
 def test_init_from_starts_a_new_run_from_another_runs_weights(train_data: Path, tmp_path: Path) -> None:
