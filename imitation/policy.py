@@ -44,8 +44,9 @@ class PolicyConfig:
     # every frame (needs target_query); it is linear in (u, v, u^2, uv, v^2) of the point, which fits the camera's
     # perspective from the table to the image to 0.5 mm (a linear map misses by up to 2 cm). Trained by the outer
     # loss against the demo's recorded positions (BCLossConfig.position_weight), it asks the adapted query to *find*
-    # the object the video is about in the robot's view. The goal head ties the point to the target only where the effector ends at the target (reach);
-    # in push it ends at the goal, and there the point was found to locate nothing (launch.probe_query).
+    # the object the video is about in the robot's view. The goal head ties the point to the target only where the
+    # effector ends at the target (reach); in push it ends at the goal, and there the point was found to locate
+    # nothing (launch.probe_query).
     target_position: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)

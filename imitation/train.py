@@ -304,10 +304,10 @@ def start_from_weights(learner: MetaLearner, path: str) -> None:
     if not Path(path).is_file():
         raise TrainingError(f"init_from={path}: no such checkpoint")
     payload = read_checkpoint(path)
-    theirs = ModelSpec.from_dict(payload["model"])
     try:
         learner.load_state_dict(payload["learner"])
     except RuntimeError as e:
+        theirs = ModelSpec.from_dict(payload["model"])
         raise TrainingError(f"init_from={path}: its weights do not fit this model (its policy: {theirs.policy}; its "
                             f"adaptation loss: {theirs.adaptation_loss}; its meta: {theirs.meta}):\n{e}") from e
 

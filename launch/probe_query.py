@@ -82,7 +82,7 @@ def probe_task(rollout: Rollout, env: gym.Env, cfg: EvalConfig, plan: TaskPlan, 
     result = {**softmax_places(softmax.reshape(output.query_logits.shape[-2:]), env, spec, obs["image"].shape[0]),
               "norm": float(params["target_query"].norm()),
               "entropy": float(-(softmax * np.log(np.clip(softmax, 1e-12, None))).sum()),
-              "cells": softmax.size, "grid": tuple(output.query_logits.shape[-2:]), "points": [], "targets": [], "located": []}
+              "grid": tuple(output.query_logits.shape[-2:]), "points": [], "targets": [], "located": []}
     if hue_head:
         hue = hue_degrees(output.target_hue[0].numpy())
         errors = [angle_between(hue, hue_degrees(target_hue({**plan.spec, "target": i}).numpy()))
@@ -192,7 +192,7 @@ def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0, q
         read_right=sum(r["read_right"] for r in results) if policy.hue_prediction else None,
         median_hue_error=float(np.median([r["hue_error"] for r in results])) if policy.hue_prediction else None,
         query_norm=float(np.mean([r["norm"] for r in results])), entropy=float(np.mean([r["entropy"] for r in results])),
-        uniform_entropy=float(np.log(results[0]["cells"])), rmse=rmse, spread=spread, head_rmse=head_rmse,
+        uniform_entropy=float(np.log(np.prod(results[0]["grid"]))), rmse=rmse, spread=spread, head_rmse=head_rmse,
         target_mass=float(np.mean([r["target_mass"] for r in results])),
         other_mass=float(np.mean([r["other_mass"] for r in results])), common_peak=peak,
         common_peak_share=peaks.count(peak) / len(peaks), cells=results[0]["grid"])
