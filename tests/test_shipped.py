@@ -33,12 +33,18 @@ def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
         assert any(not torch.equal(adapted[name], initial[name]) for name in initial)
 
 
-def test_shipped_push_checkpoint_is_the_query_map_fine_tune() -> None:
-    """checkpoints/push-daml.pt (not in `make run`): step 7500 of the query-map fine-tune of the session 8 push run."""
-    rollout = Rollout.from_checkpoint(SHIPPED / "push-daml.pt")
-    info = rollout.info
-    assert info.env["family"] == "push" and info.step == 7500 and info.model.bc.query_map_weight == 1
-    assert info.train_config["init_from"].endswith("push-ml-daml/checkpoints/step-0010000.pt")
-    video = np.random.default_rng(0).integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
-    adapted, initial = rollout.adapt(video), rollout.initial_params()
-    assert not torch.equal(adapted["target_query"], initial["target_query"])
+PUSH_MODELS = {"push-daml.pt": ("temporal", 13000), "push-linear.pt": ("linear", 9500),
+               "push-blackbox.pt": ("encoder", 7000)}
+
+
+def test_shipped_push_checkpoints_are_the_gpu_runs_from_scratch() -> None:
+    """checkpoints/push-*.pt (not in `make run`): launch/gpu_push.sh's runs, from scratch, at the steps val chose."""
+    for file, (kind, step) in PUSH_MODELS.items():
+        rollout = Rollout.from_checkpoint(SHIPPED / file)
+        info = rollout.info
+        assert info.env["family"] == "push" and info.step == step and info.model.adaptation_loss.kind == kind
+        assert info.model.bc.query_map_weight == 1 and not info.train_config["init_from"]
+        assert info.train_config["meta_batch"] == 16 and tuple(info.model.policy.conv_strides) == (2, 2, 1)
+        video = np.random.default_rng(0).integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
+        adapted, initial = rollout.adapt(video), rollout.initial_params()
+        assert not torch.equal(adapted["target_query"], initial["target_query"])
