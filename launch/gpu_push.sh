@@ -27,7 +27,7 @@ mkdir -p "$out"
 
 "$py" -m launch.collect env=push split=train num_tasks="$tasks" demos_per_task=3 videos_per_task=3 all_targets=true \
     same_scenes=true demo_noise=0.1 workers="$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))" out="$out/data" \
-    > "$out/collect.log" 2>&1
+    > "$out/collect.log" 2>&1 || { echo "the collection failed: $out/collect.log" >&2; exit 1; }
 collected=$SECONDS
 budget=$(( budget - collected ))
 [ "$budget" -ge 30 ] || { echo "the collection left ${budget} s of the budget to train: give more seconds" >&2; exit 1; }
