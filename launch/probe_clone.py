@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -135,25 +136,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@dataclass(frozen=True)
+class CloneReport:
+    """What the probe measured (main prints it)."""
+
+    expert_wins: int  # fit episodes the noisy expert succeeded in
+    rmse: np.ndarray  # held-out xyz action RMSE of the clone
+    action_std: np.ndarray  # the expert's xyz action std: the RMSE's yardstick
+    fit_on: int  # episodes fit on (the rest of --fit-episodes is held out for the RMSE)
+    closed_loop: dict[float, int]  # position error std (m) -> closed-loop successes of --test-episodes
+
+
+def probe(args: argparse.Namespace) -> CloneReport:
+    env = envs.make(args.family, split="train", image_size=32)
+    try:
+        tasks = split_tasks(args.seed, args.family, "train", args.fit_episodes + args.test_episodes)
+        held_out = max(1, args.fit_episodes // 10)  # episodes kept out of the fit for the RMSE
+        states, actions, expert_wins = expert_episodes(env, tasks[:args.fit_episodes], args.demo_noise)
+        fit_on = args.fit_episodes - held_out
+        clone = fit(np.concatenate(states[:fit_on]), np.concatenate(actions[:fit_on]), args.steps, args.seed)
+        test_states, test_actions = np.concatenate(states[fit_on:]), np.concatenate(actions[fit_on:])
+        with torch.no_grad():
+            rmse = ((clone(torch.from_numpy(test_states)) - torch.from_numpy(test_actions)) ** 2).mean(0).sqrt()
+        closed_loop = {noise: closed_loop_success(env, clone, tasks[args.fit_episodes:], noise) for noise in args.noise}
+    finally:
+        env.close()
+    return CloneReport(expert_wins, rmse.numpy(), np.concatenate(actions).std(0), fit_on, closed_loop)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
-    env = envs.make(args.family, split="train", image_size=32)
-    tasks = split_tasks(args.seed, args.family, "train", args.fit_episodes + args.test_episodes)
-    held_out = max(1, args.fit_episodes // 10)  # episodes kept out of the fit for the RMSE
-    states, actions, expert_wins = expert_episodes(env, tasks[:args.fit_episodes], args.demo_noise)
-    fit_on = args.fit_episodes - held_out
-    clone = fit(np.concatenate(states[:fit_on]), np.concatenate(actions[:fit_on]), args.steps, args.seed)
-    test_states, test_actions = np.concatenate(states[fit_on:]), np.concatenate(actions[fit_on:])
-    with torch.no_grad():
-        rmse = ((clone(torch.from_numpy(test_states)) - torch.from_numpy(test_actions)) ** 2).mean(0).sqrt()
-    print(f"{args.family}: expert with demo noise {args.demo_noise}: {expert_wins}/{args.fit_episodes} episodes succeed")
-    print(f"held-out xyz RMSE {np.round(rmse.numpy(), 3)} (fit on {fit_on} episodes, "
-          f"{held_out} held out); the expert's action std {np.round(np.concatenate(actions).std(0), 3)}")
-    for noise in args.noise:
-        wins = closed_loop_success(env, clone, tasks[args.fit_episodes:], noise)
-        print(f"closed loop, position error std {noise:.3f} m: {wins}/{args.test_episodes} succeed", flush=True)
-    env.close()
+    report = probe(args)
+    print(f"{args.family}: expert with demo noise {args.demo_noise}: "
+          f"{report.expert_wins}/{args.fit_episodes} episodes succeed")
+    print(f"held-out xyz RMSE {np.round(report.rmse, 3)} (fit on {report.fit_on} episodes, "
+          f"{args.fit_episodes - report.fit_on} held out); the expert's action std {np.round(report.action_std, 3)}")
+    for noise, wins in report.closed_loop.items():
+        print(f"closed loop, position error std {noise:.3f} m: {wins}/{args.test_episodes} succeed")
     print(f"({time.perf_counter() - started:.0f} s)")
 
 

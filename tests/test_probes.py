@@ -10,12 +10,19 @@ from launch import probe_clone, probe_query
 from launch.main import SHIPPED, SHIPPED_MODELS
 
 
-def test_reach_clone_succeeds_from_the_true_state_and_fails_with_errors(capsys: pytest.CaptureFixture) -> None:
-    probe_clone.main(["--family", "reach", "--fit-episodes", "10", "--test-episodes", "4", "--steps", "800", "--noise", "0", "0.08"])
+def test_reach_clone_succeeds_from_the_true_state_and_fails_with_errors() -> None:
+    args = probe_clone.parse_args(["--family", "reach", "--fit-episodes", "10", "--test-episodes", "4",
+                                   "--steps", "800", "--noise", "0", "0.08"])
+    report = probe_clone.probe(args)
+    assert report.expert_wins == 10 and report.fit_on == 9
+    assert report.closed_loop[0.0] >= 3 and report.closed_loop[0.08] <= 1, report  # 8 cm errors on the target: misses
+
+
+def test_probe_clone_prints_its_report(capsys: pytest.CaptureFixture) -> None:
+    probe_clone.main(["--family", "reach", "--fit-episodes", "2", "--test-episodes", "1", "--steps", "1"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "reach: expert with demo noise 0.1: 10/10 episodes succeed"
-    exact, noisy = (int(line.split(": ")[1].split("/")[0]) for line in lines if line.startswith("closed loop"))
-    assert exact >= 3 and noisy <= 1, lines  # 8 cm errors on where the target is make it miss
+    assert lines[0].startswith("reach: expert with demo noise 0.1: ") and lines[0].endswith("/2 episodes succeed")
+    assert lines[2].startswith("closed loop, position error std 0.000 m: ") and lines[2].endswith("/1 succeed")
 
 
 def test_refuses_bad_arguments() -> None:
