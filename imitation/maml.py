@@ -200,6 +200,17 @@ class MetaLearner(nn.Module):
         names = ("inner_loss_pre", "inner_loss_post", "outer_loss_pre", "outer_loss_post")
         return {name: float(value) for name, value in zip(names, losses.mean(dim=0))}
 
+    def adapted_outer_loss(self, batch: MetaBatch) -> float:
+        """Mean outer loss after adaptation, alone: what validation needs when each task adapts on another's video."""
+        params = self.params()
+
+        def task_eval(s_in: tuple, s_tg: tuple, q_in: tuple, q_tg: tuple) -> tuple[Tensor]:
+            adapted, _ = self._adapt(params, s_in, s_tg, create_graph=False)
+            return (self._outer(adapted, q_in, q_tg),)
+
+        (losses,) = self._map_tasks(task_eval, batch)
+        return float(losses.mean())
+
     def _task_losses(self) -> Callable[..., tuple[Tensor, Tensor]]:
         """Per-task function: (post-adaptation outer loss, inner losses before each step)."""
         params = self.params()

@@ -405,7 +405,8 @@ def validate(learner: MetaLearner, batches: list[Pair], device: torch.device) ->
         for key, value in learner.evaluate(batch).items():
             totals[key] += value / len(batches)
         if batch.n_tasks > 1:
-            totals["outer_loss_other_video"] += learner.evaluate(batch.with_support_of_other_tasks())["outer_loss_post"] / len(batches)
+            other_video = batch.with_support_of_other_tasks()
+            totals["outer_loss_other_video"] += learner.adapted_outer_loss(other_video) / len(batches)
     gains = {"val/adaptation_gain": totals["outer_loss_pre"] - totals["outer_loss_post"]}
     if "outer_loss_other_video" in totals:
         gains["val/video_gain"] = totals["outer_loss_other_video"] - totals["outer_loss_post"]

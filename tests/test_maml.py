@@ -95,6 +95,8 @@ def test_vmap_matches_loop(dtype: torch.dtype, tol: float, adapt_only: tuple[str
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
     ev_loop, ev_vmap = loop.evaluate(batch), vmapped.evaluate(batch)
     assert ev_vmap == pytest.approx(ev_loop, rel=tol, abs=tol)
+    for learner in (loop, vmapped):  # validation's other-video loss: evaluate's post-adaptation outer loss, alone
+        assert learner.adapted_outer_loss(batch) == pytest.approx(ev_loop["outer_loss_post"], rel=tol, abs=tol)
 
 
 def test_first_order_refuses_a_learned_loss_and_works_with_a_frozen_one() -> None:

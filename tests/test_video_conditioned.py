@@ -53,6 +53,9 @@ def test_vmap_matches_loop() -> None:
     a, b = loop.meta_loss(batch)[0], vmapped.meta_loss(batch)[0]
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     assert loop.evaluate(batch) == pytest.approx(vmapped.evaluate(batch), rel=1e-10)
+    post = loop.evaluate(batch)["outer_loss_post"]
+    assert loop.adapted_outer_loss(batch) == pytest.approx(post, rel=1e-10)
+    assert vmapped.adapted_outer_loss(batch) == pytest.approx(post, rel=1e-10)
 
 
 def test_the_encoder_is_not_a_loss() -> None:
