@@ -11,6 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,12 +105,36 @@ def save_checkpoint(path: str | Path, learner: MetaLearner, info: CheckpointInfo
         },
         "rng": rng_state or {},
     }
-    _write_atomically(payload, path)
-    if path.name != LAST:
-        last_tmp = path.with_name(f".{LAST}.{os.getpid()}.tmp")
-        shutil.copyfile(path, last_tmp)
-        os.replace(last_tmp, path.parent / LAST)
+    with interrupts_deferred():
+        _write_atomically(payload, path)
+        if path.name != LAST:
+            last_tmp = path.with_name(f".{LAST}.{os.getpid()}.tmp")
+            shutil.copyfile(path, last_tmp)
+            os.replace(last_tmp, path.parent / LAST)
     return path
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block has ended, then deliver it.
+
+    A KeyboardInterrupt raised inside ``torch.save`` leaves its zip writer broken, and its clean-up then raises a
+    RuntimeError instead: the run would end as a failure, not as an interruption that ``resume=true`` continues.
+    Signal handlers can only be set from the main thread; elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held and callable(previous):
+        previous(signal.SIGINT, None)
+    elif held and previous == signal.SIG_DFL:
+        raise KeyboardInterrupt
 
 
 def _write_atomically(payload: dict, path: Path) -> None:

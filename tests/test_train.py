@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from demos.format import DatasetError, sha256_file
+from imitation import checkpoint
 from imitation.checkpoint import average_checkpoints, load_checkpoint, read_checkpoint
 from imitation.maml import MetaLearner
 from imitation.policy import GPU_POLICY, PolicyConfig
@@ -273,6 +275,23 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(train_data: Path, tmp_path: Pa
         train(config(data, run_dir, "steps=4", "val_every=0", "resume=true"))
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
     assert read_checkpoint(run_dir / "checkpoints")["step"] == 2
+
+
+def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write(train_data: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGINT (Ctrl-C, or launch/gpu_push.sh's budget) inside torch.save is delivered once the checkpoint is whole."""
+    write = checkpoint._write_atomically
+
+    def interrupted_write(payload: dict, path: Path) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        write(payload, path)
+
+    monkeypatch.setattr(checkpoint, "_write_atomically", interrupted_write)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config(train_data, run_dir, "steps=1", "val_every=0"))
+    assert read_checkpoint(run_dir / "checkpoints")["step"] == 1  # written whole, and last.pt points at it
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
 
 
 def test_out_of_memory_names_the_settings(train_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
