@@ -209,7 +209,7 @@ class MetaLearner(nn.Module):
             return (self._outer(adapted, q_in, q_tg),)
 
         (losses,) = self._map_tasks(task_eval, batch)
-        return float(losses.mean())
+        return float(losses.mean().detach())
 
     def _task_losses(self) -> Callable[..., tuple[Tensor, Tensor]]:
         """Per-task function: (post-adaptation outer loss, inner losses before each step)."""
