@@ -131,9 +131,11 @@ def interrupts_deferred() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if held and callable(previous):
-        previous(signal.SIGINT, None)
-    elif held and previous == signal.SIG_DFL:
+    if not held or previous == signal.SIG_IGN:
+        return
+    if callable(previous):
+        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+    else:  # SIG_DFL, or a handler set outside Python
         raise KeyboardInterrupt
 
 

@@ -148,6 +148,7 @@ class CloneReport:
 
 
 def probe(args: argparse.Namespace) -> CloneReport:
+    """Fit the clone on expert episodes, measure its held-out RMSE, then let it act at each position-error level."""
     env = envs.make(args.family, split="train", image_size=32)
     try:
         tasks = split_tasks(args.seed, args.family, "train", args.fit_episodes + args.test_episodes)
