@@ -12,6 +12,12 @@ from imitation.video_conditioned import VideoConditionedLearner
 from launch.main import SHIPPED, SHIPPED_MODELS
 
 
+def adapted_to_a_random_video(rollout: Rollout) -> tuple[dict, dict]:
+    """The parameters after adapting to 30 frames of noise, and before."""
+    video = np.random.default_rng(0).integers(0, 256, (30, *rollout.image_size, 3), dtype=np.uint8)
+    return rollout.adapt(video), rollout.initial_params()
+
+
 def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
     rollouts = {name: Rollout.from_checkpoint(SHIPPED / file) for name, file in SHIPPED_MODELS.items()}
     daml, linear, black_box = rollouts["daml"], rollouts["linear"], rollouts["blackbox"]
@@ -28,8 +34,7 @@ def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
         assert tuple(rollout.info.model.policy.conv_strides) == (2, 2, 1)  # all read a 16x16 last feature map
         assert rollout.info.model.adaptation_loss.target_match and rollout.info.model.policy.hue_prediction
         assert rollout.info.env["family"] == "reach" and rollout.image_size == (64, 64)
-        video = np.random.default_rng(0).integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
-        adapted, initial = rollout.adapt(video), rollout.initial_params()
+        adapted, initial = adapted_to_a_random_video(rollout)
         assert any(not torch.equal(adapted[name], initial[name]) for name in initial)
 
 
@@ -45,6 +50,5 @@ def test_shipped_push_checkpoints_are_the_gpu_runs_from_scratch() -> None:
         assert info.env["family"] == "push" and info.step == step and info.model.adaptation_loss.kind == kind
         assert info.model.bc.query_map_weight == 1 and not info.train_config["init_from"]
         assert info.train_config["meta_batch"] == 16 and tuple(info.model.policy.conv_strides) == (2, 2, 1)
-        video = np.random.default_rng(0).integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
-        adapted, initial = rollout.adapt(video), rollout.initial_params()
+        adapted, initial = adapted_to_a_random_video(rollout)
         assert not torch.equal(adapted["target_query"], initial["target_query"])
