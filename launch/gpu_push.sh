@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Push on one GPU machine in one go: collect the push data with every core, then train four runs side by side on
 # the one GPU (each meta-step is launch-bound, so the runs share it well) until the job's wall-clock budget is spent.
-#   push-gpu-tune    the shipped DAML model (checkpoints/push-daml.pt) trained on, with the query-map label
-#   push-gpu-daml    DAML from scratch with the query-map label (one command, no earlier stage)
+#   push-gpu-daml    DAML with the query-map label (one command, no earlier stage)
 #   push-gpu-linear  the same with the learned *linear* loss (the ablation)
 #   push-gpu-bb      the black-box baseline (a video encoder writes the policy's bias and target query)
+#   push-gpu-tune    the shipped DAML model (FROM/push-daml.pt) trained on at a third of the learning rate
+# The first three start from scratch, or with FROM set from FROM/push-daml.pt, push-linear.pt and push-blackbox.pt
+# (FROM=checkpoints continues the shipped models: weights only, a fresh optimizer, step 0, this job's data).
 # A run stopped at step s is the recipe `steps=s` (up to GPU nondeterminism): the batch of step s depends only on the seed
 # and s, and Adam's learning rate is constant. Checkpoints every CKPT_EVERY steps (atomic writes: a stopped run leaves none
 # half-written). Evaluate them with oneshot-eval (checkpoints/README.md, Push).
+# Run it again with the same OUT and NUM_TASKS to go on: the collection keeps its complete shards and each run that
+# has a checkpoint resumes from it (resume=true) for the new budget.
 #
 # Usage: bash launch/gpu_push.sh OUT SECONDS [NUM_TASKS]
 #   OUT        folder for the dataset (OUT/data), the runs (OUT/runs) and the logs (OUT/*.log); relative to the repo root
 #   SECONDS    wall-clock budget of the whole job: the runs train for what the collection leaves of it
 #   NUM_TASKS  training tasks to collect (default 480: the 360 of data/push-pos, the same seeds, and 120 more)
-# Environment: PYTHON (default python3), DEVICE (default cuda), EXTRA (overrides added to every run, e.g. steps=3).
+# Environment: PYTHON (default python3), DEVICE (default cuda), FROM (see above), CKPT_EVERY (default 500),
+#   EXTRA (overrides added to every run, e.g. steps=3).
 set -euo pipefail
 cd "$(dirname "$0")/.."  # the repository root: OUT, if relative, and the shipped checkpoint are found from there
 usage="usage: bash launch/gpu_push.sh OUT SECONDS [NUM_TASKS]"
@@ -22,6 +27,12 @@ budget=${2:?$usage}
 tasks=${3:-480}
 py=${PYTHON:-python3}
 device=${DEVICE:-cuda}
+from=${FROM:-}
+shipped=${from:-checkpoints}
+for kind in daml linear blackbox; do
+    [ -z "$from" ] || [ -f "$from/push-$kind.pt" ] || { echo "FROM=$from has no push-$kind.pt" >&2; exit 1; }
+done
+[ -f "$shipped/push-daml.pt" ] || { echo "$shipped/push-daml.pt does not exist (push-gpu-tune starts from it)" >&2; exit 1; }
 read -r -a extra <<< "${EXTRA:-}"
 mkdir -p "$out"
 
@@ -38,18 +49,23 @@ push=(policy.goal_prediction=true policy.target_query=true policy.hue_prediction
       bc.query_map_weight=1 meta_batch=16 steps=1000000 val_every=0 ckpt_every="${CKPT_EVERY:-500}" log_every=100
       logger=none progress=false threads=1 loader=gpu device="$device")
 
-train() {  # NAME OVERRIDES...: one run, stopped at the budget (exit status 124 then, which is not a failure)
-    local name=$1 status=0
+train() {  # NAME OVERRIDES...: one run (resumed if it has a checkpoint), stopped at the budget (status 124: not a failure)
+    local name=$1 status=0 resume=()
     shift
+    [ ! -f "$out/runs/$name/checkpoints/last.pt" ] || resume=(resume=true)
     timeout -s INT "$budget" "$py" -m launch.train data="$out/data" out="$out/runs" run_name="$name" "${push[@]}" "$@" \
-        "${extra[@]}" > "$out/$name.log" 2>&1 || status=$?
+        "${resume[@]}" "${extra[@]}" > "$out/$name.log" 2>&1 || status=$?
     [ "$status" -eq 0 ] || [ "$status" -eq 124 ] || { echo "$name failed ($status): $out/$name.log" >&2; return 1; }
 }
 
-train push-gpu-tune init_from=checkpoints/push-daml.pt & tune=$!
-train push-gpu-daml & daml=$!
-train push-gpu-linear adaptation_loss.kind=linear & linear=$!
-train push-gpu-bb adaptation_loss.kind=encoder & bb=$!
+start() {  # KIND: init_from=FROM/push-KIND.pt when FROM is set
+    [ -z "$from" ] || echo "init_from=$from/push-$1.pt"
+}
+
+train push-gpu-daml $(start daml) & daml=$!
+train push-gpu-linear adaptation_loss.kind=linear $(start linear) & linear=$!
+train push-gpu-bb adaptation_loss.kind=encoder $(start blackbox) & bb=$!
+train push-gpu-tune init_from="$shipped/push-daml.pt" meta.meta_lr=3e-4 & tune=$!
 failed=0
-for pid in $tune $daml $linear $bb; do wait "$pid" || failed=1; done
+for pid in $daml $linear $bb $tune; do wait "$pid" || failed=1; done
 exit $failed

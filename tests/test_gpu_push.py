@@ -1,4 +1,5 @@
-"""launch/gpu_push.sh on the CPU: it collects, trains its four runs until the budget, and reports a failed run."""
+"""launch/gpu_push.sh on the CPU: it collects, trains its four runs until the budget, goes on when run again, and
+reports a failed run."""
 
 from __future__ import annotations
 
@@ -10,25 +11,45 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "launch" / "gpu_push.sh"
-RUNS = ("push-gpu-tune", "push-gpu-daml", "push-gpu-linear", "push-gpu-bb")
+RUNS = ("push-gpu-daml", "push-gpu-linear", "push-gpu-bb", "push-gpu-tune")
 
 
-def gpu_push(out: Path, seconds: int, extra: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHON": sys.executable, "DEVICE": "cpu", "CKPT_EVERY": "1", "EXTRA": extra}
+def gpu_push(out: Path, seconds: int, extra: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHON": sys.executable, "DEVICE": "cpu", "CKPT_EVERY": "1", "EXTRA": extra} | env_vars
     return subprocess.run(["bash", str(SCRIPT), str(out), str(seconds), "2"], env=env, capture_output=True, text=True,
                           timeout=600)
 
 
+def last_step(run: Path) -> int:
+    return max(int(p.stem.removeprefix("step-")) for p in (run / "checkpoints").glob("step-*.pt"))
+
+
 @pytest.mark.slow
-def test_runs_stopped_at_the_budget_keep_their_checkpoints(tmp_path: Path) -> None:
-    result = gpu_push(tmp_path / "job", 120, "meta_batch=2 loader.workers=0")  # generous: 4 runs start on 2 cores
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "job" / "data" / "manifest.json").exists()
-    assert "collected 2 tasks" in (tmp_path / "job" / "times.txt").read_text()
-    for run in RUNS:
-        log = (tmp_path / "job" / f"{run}.log").read_text()
-        assert "interrupted" in log, log[-2000:]  # stopped by the budget, not finished: steps=1000000
-        assert sorted((tmp_path / "job" / "runs" / run / "checkpoints").glob("step-*.pt")), log[-2000:]
+def test_runs_stopped_at_the_budget_keep_their_checkpoints_and_go_on_when_run_again(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    steps = {}
+    for sitting in range(2):  # the second sitting keeps the data and resumes every run
+        result = gpu_push(job, 120, "meta_batch=2 loader.workers=0")  # generous: 4 runs start on 2 cores
+        assert result.returncode == 0, result.stderr
+        assert (job / "data" / "manifest.json").exists()
+        assert "collected 2 tasks" in (job / "times.txt").read_text()
+        for run in RUNS:
+            log = (job / f"{run}.log").read_text()
+            assert "interrupted" in log, log[-2000:]  # stopped by the budget, not finished: steps=1000000
+            step = last_step(job / "runs" / run)
+            assert step > steps.get(run, 0), log[-2000:]
+            steps[run] = step
+        config = (job / "runs" / "push-gpu-tune" / "config.yaml").read_text()
+        assert "meta_lr: 0.0003" in config and "checkpoints/push-daml.pt" in config
+
+
+def test_from_must_hold_the_three_push_checkpoints(tmp_path: Path) -> None:
+    (tmp_path / "from").mkdir()
+    (tmp_path / "from" / "push-daml.pt").write_bytes(b"")
+    result = gpu_push(tmp_path / "job", 120, "", FROM=str(tmp_path / "from"))
+    assert result.returncode == 1
+    assert "has no push-linear.pt" in result.stderr
+    assert not (tmp_path / "job" / "data").exists()  # refused before collecting
 
 
 def test_a_failed_run_fails_the_job_and_names_its_log(tmp_path: Path) -> None:
