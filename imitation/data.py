@@ -9,6 +9,7 @@ process: each rank loads only its share (a contiguous slice of the batch's tasks
 from __future__ import annotations
 
 import functools
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -89,7 +90,15 @@ def make_loader(dataset: PairDataset, sampler: Sampler[list[int]], cfg: LoaderCo
         prefetch_factor=cfg.prefetch if cfg.workers else None,
         persistent_workers=False,
         pin_memory=pin_memory,
+        worker_init_fn=ignore_interrupts,
     )
+
+
+def ignore_interrupts(worker_id: int) -> None:
+    """Loader workers ignore SIGINT. A terminal's Ctrl-C (and `timeout -s INT`) reaches the whole process group; the
+    training process alone handles it (keeping its checkpoint) and shuts the workers down. A worker that died of it
+    instead would leave a pinning thread's traceback, or a training process waiting for its batch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def to_meta_batch(policy: Policy, pair: Pair, device: torch.device) -> MetaBatch:

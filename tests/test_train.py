@@ -13,6 +13,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -292,6 +294,37 @@ def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write(train_data: Path, 
         train(config(train_data, run_dir, "steps=1", "val_every=0"))
     assert read_checkpoint(run_dir / "checkpoints")["step"] == 1  # written whole, and last.pt points at it
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+
+
+def test_ctrl_c_in_the_terminal_stops_training_not_its_loader_workers(train_data: Path, tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (and `timeout -s INT`) signals the whole process group, loader workers included: they ignore
+    it, so the training process alone stops (keeping its checkpoint) and shuts them down, with no worker traceback."""
+    proc = subprocess.Popen([str(BIN / "oneshot-train"), f"data={train_data}", f"out={tmp_path}", "run_name=r", *TINY,
+                             "steps=1000000", "val_every=0", "ckpt_every=1", "loader.workers=2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    checkpoints = tmp_path / "r" / "checkpoints"
+    try:
+        wait_for(lambda: list(checkpoints.glob("step-*.pt")))
+        workers = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)  # the workers alone: training goes on
+        step = read_checkpoint(checkpoints)["step"]
+        wait_for(lambda: read_checkpoint(checkpoints)["step"] > step + 2)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "interrupted; run the same command with resume=true" in stderr
+    assert "Traceback" not in stderr, stderr[-3000:]
+
+
+def wait_for(condition: Callable[[], object], seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
 
 
 def test_out_of_memory_names_the_settings(train_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
