@@ -42,7 +42,7 @@ mkdir -p "$out"
 collected=$SECONDS
 budget=$(( budget - collected ))
 [ "$budget" -ge 30 ] || { echo "the collection left ${budget} s of the budget to train: give more seconds" >&2; exit 1; }
-echo "collected $tasks tasks in $collected s; training for $budget s" | tee "$out/times.txt"
+echo "the data ($tasks tasks) was ready after $collected s; training for $budget s" | tee "$out/times.txt"
 
 push=(policy.goal_prediction=true policy.target_query=true policy.hue_prediction=true adaptation_loss.target_match=true
       "meta.adapt_only=[bias_transform,target_query,fc,head]" "policy.conv_strides=[2,2,1]" loader.frame_stride=4
