@@ -38,17 +38,19 @@ def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
         assert any(not torch.equal(adapted[name], initial[name]) for name in initial)
 
 
-PUSH_MODELS = {"push-daml.pt": ("temporal", 13000), "push-linear.pt": ("linear", 9500),
-               "push-blackbox.pt": ("encoder", 7000)}
+PUSH_MODELS = {"push-daml.pt": ("temporal", 3500), "push-linear.pt": ("linear", 7500),
+               "push-blackbox.pt": ("encoder", 8500)}
 
 
-def test_shipped_push_checkpoints_are_the_gpu_runs_from_scratch() -> None:
-    """checkpoints/push-*.pt (not in `make run`): launch/gpu_push.sh's runs, from scratch, at the steps val chose."""
+def test_shipped_push_checkpoints_are_the_gpu_runs_that_continued_the_ones_before() -> None:
+    """checkpoints/push-*.pt (not in `make run`): `FROM=checkpoints launch/gpu_push.sh`'s runs at the steps val chose,
+    each started from the file it replaced (session 11's from-scratch runs; checkpoints/README.md)."""
     for file, (kind, step) in PUSH_MODELS.items():
         rollout = Rollout.from_checkpoint(SHIPPED / file)
         info = rollout.info
         assert info.env["family"] == "push" and info.step == step and info.model.adaptation_loss.kind == kind
-        assert info.model.bc.query_map_weight == 1 and not info.train_config["init_from"]
+        assert info.train_config["init_from"] == f"checkpoints/{file}" and info.train_config["meta"]["meta_lr"] == 1e-3
+        assert info.model.bc.query_map_weight == 1
         assert info.train_config["meta_batch"] == 16 and tuple(info.model.policy.conv_strides) == (2, 2, 1)
         adapted, initial = adapted_to_a_random_video(rollout)
         assert not torch.equal(adapted["target_query"], initial["target_query"])
