@@ -281,7 +281,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(train_data: Path, tmp_path: Pa
 
 def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write(train_data: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """A SIGINT (Ctrl-C, or launch/gpu_push.sh's budget) inside torch.save is delivered once the checkpoint is whole."""
+    """A SIGINT (Ctrl-C, or launch/gpu_train.sh's budget) inside torch.save is delivered once the checkpoint is whole."""
     write = checkpoint._write_atomically
 
     def interrupted_write(payload: dict, path: Path) -> None:

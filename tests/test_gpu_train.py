@@ -1,5 +1,5 @@
-"""launch/gpu_push.sh on the CPU: it collects, trains its four runs until the budget, goes on when run again, and
-reports a failed run."""
+"""launch/gpu_train.sh on the CPU: it collects, trains its four runs until the budget, goes on when run again, and
+reports a failed run or bad input."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "launch" / "gpu_push.sh"
+SCRIPT = Path(__file__).resolve().parents[1] / "launch" / "gpu_train.sh"
 RUNS = ("push-gpu-daml", "push-gpu-linear", "push-gpu-bb", "push-gpu-tune")
 
 
-def gpu_push(out: Path, seconds: int, extra: str, **env_vars: str) -> subprocess.CompletedProcess:
+def gpu_train(family: str, out: Path, seconds: int, extra: str, **env_vars: str) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHON": sys.executable, "DEVICE": "cpu", "CKPT_EVERY": "1", "EXTRA": extra} | env_vars
-    return subprocess.run(["bash", str(SCRIPT), str(out), str(seconds), "2"], env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(["bash", str(SCRIPT), family, str(out), str(seconds), "2"], env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
 def last_step(run: Path) -> int:
@@ -29,7 +29,7 @@ def test_runs_stopped_at_the_budget_keep_their_checkpoints_and_go_on_when_run_ag
     job = tmp_path / "job"
     steps = {}
     for sitting in range(2):  # the second sitting keeps the data and resumes every run
-        result = gpu_push(job, 120, "meta_batch=2 loader.workers=0")  # generous: 4 runs start on 2 cores
+        result = gpu_train("push", job, 120, "meta_batch=2 loader.workers=0")  # generous: 4 runs start on 2 cores
         assert result.returncode == 0, result.stderr
         assert (job / "data" / "manifest.json").exists()
         assert "the data (2 tasks) was ready after" in (job / "times.txt").read_text()
@@ -46,15 +46,25 @@ def test_runs_stopped_at_the_budget_keep_their_checkpoints_and_go_on_when_run_ag
 def test_from_must_hold_the_three_push_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "from").mkdir()
     (tmp_path / "from" / "push-daml.pt").write_bytes(b"")
-    result = gpu_push(tmp_path / "job", 120, "", FROM=str(tmp_path / "from"))
+    result = gpu_train("push", tmp_path / "job", 120, "", FROM=str(tmp_path / "from"))
     assert result.returncode == 1
     assert "has no push-linear.pt" in result.stderr
     assert not (tmp_path / "job" / "data").exists()  # refused before collecting
 
 
 def test_a_failed_run_fails_the_job_and_names_its_log(tmp_path: Path) -> None:
-    result = gpu_push(tmp_path / "job", 120, "")  # meta_batch=16 of 2 collected tasks: every run refuses
+    """pick_place has no shipped model, so its job has no tune run."""
+    result = gpu_train("pick_place", tmp_path / "job", 120, "")  # meta_batch=16 of 2 collected tasks: every run refuses
     assert result.returncode == 1
-    for run in RUNS:
+    assert "pick_place-gpu-tune is not run" in result.stdout
+    for run in ("pick_place-gpu-daml", "pick_place-gpu-linear", "pick_place-gpu-bb"):
         assert f"{run} failed" in result.stderr and f"{run}.log" in result.stderr
         assert "lower meta_batch" in (tmp_path / "job" / f"{run}.log").read_text()
+    assert not (tmp_path / "job" / "pick_place-gpu-tune.log").exists()
+
+
+def test_an_unknown_family_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    result = gpu_train("pusj", tmp_path / "job", 120, "")
+    assert result.returncode == 1
+    assert "unknown task family 'pusj'; allowed: reach, push, pick_place" in result.stderr
+    assert not (tmp_path / "job").exists()
