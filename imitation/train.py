@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,8 @@ def set_up(cfg: TrainConfig, info: DistInfo, device: torch.device) -> Run:
     spec = model_spec(cfg)
     data = open_data(cfg, spec)
     run_dir = Path(str(broadcast_object(str(Path(cfg.run_dir).resolve()), info)))  # rank 0's folder everywhere
-    learner, start = init_or_resume(cfg, spec, data, run_dir, device)
+    learner, start, origin = init_or_resume(cfg, spec, data, run_dir, device)
+    cfg = replace(cfg, init_from=origin)
     config = config_dict(cfg, run_dir)
     if info.is_main:
         write_run_files(run_dir, config, info, device, start)
@@ -277,8 +278,10 @@ def check_shapes(root: Path, env: dict, policy: PolicyConfig) -> None:
 
 
 def init_or_resume(cfg: TrainConfig, spec: ModelSpec, data: TrainData, run_dir: Path,
-                   device: torch.device) -> tuple[MetaLearner, int]:
-    """A fresh learner (seeded by cfg.seed), or the one in the run's last checkpoint with its step and RNG states."""
+                   device: torch.device) -> tuple[MetaLearner, int, str]:
+    """A fresh learner (seeded by cfg.seed), or the one in the run's last checkpoint with its step and RNG states; and
+    the checkpoint the run started from (``init_from``). A resumed run keeps the one it started with, which its config
+    and checkpoints go on recording, whatever this command's ``init_from`` says (it is ignored on resume)."""
     last = run_dir / CHECKPOINTS / LAST
     if not cfg.resume:
         if last.exists():
@@ -287,7 +290,7 @@ def init_or_resume(cfg: TrainConfig, spec: ModelSpec, data: TrainData, run_dir: 
         learner = build_learner(spec, cfg.seed)
         if cfg.init_from:
             start_from_weights(learner, cfg.init_from)
-        return learner.to(device), 0
+        return learner.to(device), 0, cfg.init_from
     if not last.exists():
         raise TrainingError(f"resume=true but {last} does not exist: nothing to resume in {run_dir}")
     learner, info, payload = load_checkpoint(last, device)
@@ -296,7 +299,7 @@ def init_or_resume(cfg: TrainConfig, spec: ModelSpec, data: TrainData, run_dir: 
         raise TrainingError(f"cannot resume {last}: it was trained with another config or dataset:\n  "
                             + "\n  ".join(differences) + "\nuse the same settings, or start a new run")
     restore_rng(payload.get("rng", {}))
-    return learner, info.step
+    return learner, info.step, info.train_config.get("init_from", "")
 
 
 def start_from_weights(learner: MetaLearner, path: str) -> None:

@@ -247,7 +247,7 @@ def test_bad_inputs(train_data: Path, tmp_path: Path) -> None:
 
 def test_init_from_starts_a_new_run_from_another_runs_weights(train_data: Path, tmp_path: Path) -> None:
     """Fine-tuning starts at step 0 from the weights (not the optimizer) of the given checkpoint, under another outer
-    loss; a checkpoint of another network, or none, is refused."""
+    loss, and its resumes go on recording that origin; a checkpoint of another network, or none, is refused."""
     first = train(config(train_data, tmp_path / "first", "steps=3", "val_every=0"))
     tuned = train(config(train_data, tmp_path / "tuned", "steps=1", "val_every=0", "bc.goal_weight=1",
                          "meta.meta_lr=0", f"init_from={first.checkpoint}"))  # a step that leaves the weights
@@ -257,6 +257,10 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(train_data: Path, 
     for key, value in parameters(a).items():
         assert torch.equal(value, parameters(b)[key]), key
     assert info.model.bc.goal_weight == 1 and payload["optimizer"]["state"][0]["step"] == 1  # not 4
+    resumed = train(config(train_data, tmp_path / "tuned", "steps=2", "val_every=0", "bc.goal_weight=1",
+                           "meta.meta_lr=0", "resume=true"))  # without init_from: the run still started from first
+    assert read_checkpoint(resumed.checkpoint)["train_config"]["init_from"] == str(first.checkpoint)
+    assert f"init_from: {first.checkpoint}" in (tmp_path / "tuned" / "config.yaml").read_text()
     with pytest.raises(TrainingError, match="do not fit this model"):
         train(config(train_data, tmp_path / "wider", "steps=1", "val_every=0", "policy.fc_sizes=[16,8]",
                      f"init_from={first.checkpoint}"))
@@ -304,20 +308,31 @@ def test_ctrl_c_in_the_terminal_stops_training_not_its_loader_workers(train_data
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     checkpoints = tmp_path / "r" / "checkpoints"
     try:
-        wait_for(lambda: list(checkpoints.glob("step-*.pt")))
-        workers = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
-        assert len(workers) == 2
-        for pid in workers:
+        wait_for(lambda: (checkpoints / "last.pt").exists())
+        wait_for(lambda: len(loader_workers(proc.pid)) == 2)
+        for pid in loader_workers(proc.pid):
             os.kill(pid, signal.SIGINT)  # the workers alone: training goes on
         step = read_checkpoint(checkpoints)["step"]
         wait_for(lambda: read_checkpoint(checkpoints)["step"] > step + 2)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:
-        proc.kill()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, stderr[-3000:]
     assert "interrupted; run the same command with resume=true" in stderr
     assert "Traceback" not in stderr, stderr[-3000:]
+
+
+def loader_workers(pid: int) -> list[int]:
+    """The children of `pid` that run its own command line (forked DataLoader workers; not, say, a `git` it runs)."""
+    def cmdline(p: int | str) -> bytes:
+        try:
+            return Path(f"/proc/{p}/cmdline").read_bytes()
+        except FileNotFoundError:  # ended meanwhile
+            return b""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children if cmdline(child) == cmdline(pid)]
 
 
 def wait_for(condition: Callable[[], object], seconds: float = 120) -> None:
