@@ -13,11 +13,12 @@
 # A run stopped at step s is the recipe `steps=s` (up to GPU nondeterminism): the batch of step s depends only on the seed
 # and s, and Adam's learning rate is constant. Checkpoints every CKPT_EVERY steps (atomic writes: a stopped run leaves none
 # half-written). Evaluate them with oneshot-eval (checkpoints/README.md, Push).
-# Run it again with the same OUT and NUM_TASKS to go on: the collection keeps its complete shards and each run that
-# has a checkpoint resumes from it (resume=true) for the new budget.
+# Run the same command again (the same OUT and NUM_TASKS) to go on: the collection keeps its complete shards and each
+# run that has a checkpoint resumes from it (resume=true) for the new budget. Ctrl-C stops every run, keeping its
+# checkpoint (exit status 130).
 #
 # Usage: bash launch/gpu_train.sh FAMILY OUT SECONDS [NUM_TASKS]
-#   FAMILY     push or pick_place (any family oneshot-collect knows; reach has its own recipe, checkpoints/README.md)
+#   FAMILY     push or pick_place (reach runs too, but its shipped models come from another recipe, checkpoints/README.md)
 #   OUT        folder for the dataset (OUT/data), the runs (OUT/runs) and the logs (OUT/*.log); relative to the repo root
 #   SECONDS    wall-clock budget of the whole job: the runs train for what the collection leaves of it
 #   NUM_TASKS  training tasks to collect (default 480; push: the first 360 are data/push-pos's, the same seeds)
@@ -30,6 +31,9 @@ family=${1:?$usage}
 out=${2:?$usage}
 budget=${3:?$usage}
 tasks=${4:-480}
+for number in "$budget" "$tasks"; do
+    [[ $number =~ ^[0-9]+$ ]] || { echo "SECONDS and NUM_TASKS are whole numbers, not '$number'" >&2; echo "$usage" >&2; exit 1; }
+done
 py=${PYTHON:-python3}
 device=${DEVICE:-cuda}
 from=${FROM:-}
@@ -55,28 +59,45 @@ recipe=(policy.goal_prediction=true policy.target_query=true policy.hue_predicti
       bc.query_map_weight=1 meta_batch=16 steps=1000000 val_every=0 ckpt_every="${CKPT_EVERY:-500}" log_every=100
       logger=none progress=false threads=1 loader=gpu device="$device")
 
-train() {  # NAME OVERRIDES...: one run (resumed if it has a checkpoint), stopped at the budget (status 124: not a failure)
-    local name=$1 status=0 resume=()
+names=() pids=()
+train() {  # NAME OVERRIDES...: start one run in the background (resumed if it has a checkpoint), stopped at the budget
+    local name=$1 resume=()
     shift
     [ ! -f "$out/runs/$name/checkpoints/last.pt" ] || resume=(resume=true)
-    timeout -s INT "$budget" "$py" -m launch.train data="$out/data" out="$out/runs" run_name="$name" "${recipe[@]}" "$@" \
-        "${resume[@]}" "${extra[@]}" > "$out/$name.log" 2>&1 || status=$?
-    [ "$status" -eq 0 ] || [ "$status" -eq 124 ] || { echo "$name failed ($status): $out/$name.log" >&2; return 1; }
+    # timeout runs it in a process group of its own and passes on the SIGINT or SIGTERM it gets (trap, below); a run
+    # that has not stopped 60 s after its SIGINT is killed (status 137: a failure)
+    timeout -k 60 -s INT "$budget" "$py" -m launch.train data="$out/data" out="$out/runs" run_name="$name" "${recipe[@]}" \
+        "$@" "${resume[@]}" "${extra[@]}" > "$out/$name.log" 2>&1 &
+    names+=("$name") pids+=($!)
 }
 
-start() {  # KIND: init_from=FROM/FAMILY-KIND.pt when FROM is set
-    [ -z "$from" ] || echo "init_from=$from/$family-$1.pt"
+start() {  # KIND: sets `init` to init_from=FROM/FAMILY-KIND.pt when FROM is set, else to nothing
+    init=()
+    [ -z "$from" ] || init=("init_from=$from/$family-$1.pt")
 }
 
-pids=()
-train "$family-gpu-daml" $(start daml) & pids+=($!)
-train "$family-gpu-linear" adaptation_loss.kind=linear $(start linear) & pids+=($!)
-train "$family-gpu-bb" adaptation_loss.kind=encoder $(start blackbox) & pids+=($!)
+start daml && train "$family-gpu-daml" "${init[@]}"
+start linear && train "$family-gpu-linear" adaptation_loss.kind=linear "${init[@]}"
+start blackbox && train "$family-gpu-bb" adaptation_loss.kind=encoder "${init[@]}"
 if [ -f "$shipped/$family-daml.pt" ]; then
-    train "$family-gpu-tune" init_from="$shipped/$family-daml.pt" meta.meta_lr=3e-4 & pids+=($!)
+    train "$family-gpu-tune" init_from="$shipped/$family-daml.pt" meta.meta_lr=3e-4
 else
     echo "no $shipped/$family-daml.pt: $family-gpu-tune is not run" | tee -a "$out/times.txt"
 fi
+interrupted=0
+trap 'interrupted=1; kill -INT "${pids[@]}" 2>/dev/null || true' INT TERM  # Ctrl-C: every run stops, keeping its checkpoint
 failed=0
-for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+for i in "${!pids[@]}"; do
+    while true; do  # a trapped signal ends `wait` early (status > 128) while the run is still going
+        status=0
+        wait "${pids[$i]}" || status=$?
+        kill -0 "${pids[$i]}" 2>/dev/null || break
+    done
+    # 124: stopped at the budget; 130: stopped by a Ctrl-C passed on (both keep the last checkpoint)
+    case $status in
+        0 | 124 | 130) ;;
+        *) echo "${names[$i]} failed ($status): $out/${names[$i]}.log" >&2; failed=1 ;;
+    esac
+done
+[ "$interrupted" -eq 0 ] || { echo "interrupted: every run kept its last checkpoint; run the same command to go on" >&2; exit 130; }
 exit $failed

@@ -4,8 +4,10 @@ reports a failed run or bad input."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,32 @@ def test_runs_stopped_at_the_budget_keep_their_checkpoints_and_go_on_when_run_ag
         assert "meta_lr: 0.0003" in config and "checkpoints/push-daml.pt" in config
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_every_run_with_its_checkpoint(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the script's process group; each run is in a group of its own (timeout's), so the
+    script passes the signal on, waits for the runs, and says how to go on."""
+    job = tmp_path / "job"
+    env = os.environ | {"PYTHON": sys.executable, "DEVICE": "cpu", "CKPT_EVERY": "1",
+                        "EXTRA": "meta_batch=2 loader.workers=0"}
+    script = subprocess.Popen(["bash", str(SCRIPT), "push", str(job), "900", "2"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not all(list((job / "runs" / run / "checkpoints").glob("step-*.pt")) for run in RUNS):
+            assert time.monotonic() < deadline and script.poll() is None, "the runs did not start"
+            time.sleep(0.5)
+        os.killpg(script.pid, signal.SIGINT)
+        _, stderr = script.communicate(timeout=120)  # well before the 900 s budget
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
+    assert script.returncode == 130, stderr
+    assert "interrupted: every run kept its last checkpoint" in stderr and "failed" not in stderr, stderr
+    for run in RUNS:
+        assert "interrupted" in (job / f"{run}.log").read_text()
+        assert (job / "runs" / run / "checkpoints" / "last.pt").exists()
+
+
 def test_from_must_hold_the_three_push_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "from").mkdir()
     (tmp_path / "from" / "push-daml.pt").write_bytes(b"")
@@ -63,8 +91,11 @@ def test_a_failed_run_fails_the_job_and_names_its_log(tmp_path: Path) -> None:
     assert not (tmp_path / "job" / "pick_place-gpu-tune.log").exists()
 
 
-def test_an_unknown_family_is_refused_before_anything_runs(tmp_path: Path) -> None:
+def test_an_unknown_family_or_a_bad_budget_is_refused_before_anything_runs(tmp_path: Path) -> None:
     result = gpu_train("pusj", tmp_path / "job", 120, "")
     assert result.returncode == 1
     assert "unknown task family 'pusj'; allowed: reach, push, pick_place" in result.stderr
+    result = subprocess.run(["bash", str(SCRIPT), "push", str(tmp_path / "job"), "15m"], capture_output=True, text=True,
+                            env=os.environ | {"PYTHON": sys.executable}, timeout=60)
+    assert result.returncode == 1 and "whole numbers, not '15m'" in result.stderr
     assert not (tmp_path / "job").exists()
