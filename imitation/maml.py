@@ -200,6 +200,7 @@ class MetaLearner(nn.Module):
         names = ("inner_loss_pre", "inner_loss_post", "outer_loss_pre", "outer_loss_post")
         return {name: float(value) for name, value in zip(names, losses.mean(dim=0))}
 
+    @torch.no_grad()
     def adapted_outer_loss(self, batch: MetaBatch) -> float:
         """Mean outer loss after adaptation, alone: what validation needs when each task adapts on another's video."""
         params = self.params()
@@ -209,7 +210,7 @@ class MetaLearner(nn.Module):
             return (self._outer(adapted, q_in, q_tg),)
 
         (losses,) = self._map_tasks(task_eval, batch)
-        return float(losses.mean().detach())
+        return float(losses.mean())
 
     def _task_losses(self) -> Callable[..., tuple[Tensor, Tensor]]:
         """Per-task function: (post-adaptation outer loss, inner losses before each step)."""
