@@ -16,10 +16,16 @@ SCRIPT = Path(__file__).resolve().parents[1] / "launch" / "gpu_train.sh"
 RUNS = ("push-gpu-daml", "push-gpu-linear", "push-gpu-bb", "push-gpu-tune")
 
 
-def gpu_train(family: str, out: Path, seconds: int, extra: str, **env_vars: str) -> subprocess.CompletedProcess:
+def job_command(family: str, out: Path, seconds: int | str, extra: str,
+                **env_vars: str) -> tuple[list[str], dict[str, str]]:
+    """The script's command line (2 tasks, on the CPU, a checkpoint every step) and its environment."""
     env = os.environ | {"PYTHON": sys.executable, "DEVICE": "cpu", "CKPT_EVERY": "1", "EXTRA": extra} | env_vars
-    return subprocess.run(["bash", str(SCRIPT), family, str(out), str(seconds), "2"], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return ["bash", str(SCRIPT), family, str(out), str(seconds), "2"], env
+
+
+def gpu_train(family: str, out: Path, seconds: int | str, extra: str, **env_vars: str) -> subprocess.CompletedProcess:
+    argv, env = job_command(family, out, seconds, extra, **env_vars)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
 
 
 def last_step(run: Path) -> int:
@@ -49,14 +55,13 @@ def test_runs_stopped_at_the_budget_keep_their_checkpoints_and_go_on_when_run_ag
 def test_ctrl_c_stops_every_run_with_its_checkpoint(tmp_path: Path) -> None:
     """A terminal's Ctrl-C reaches the script's process group; each run is in a group of its own (timeout's), so the
     script passes the signal on, waits for the runs, and says how to go on."""
-    job = tmp_path / "job"
-    env = os.environ | {"PYTHON": sys.executable, "DEVICE": "cpu", "CKPT_EVERY": "1",
-                        "EXTRA": "meta_batch=2 loader.workers=0"}
-    script = subprocess.Popen(["bash", str(SCRIPT), "push", str(job), "900", "2"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out = tmp_path / "job"
+    argv, env = job_command("push", out, 900, "meta_batch=2 loader.workers=0")
+    script = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while not all(list((job / "runs" / run / "checkpoints").glob("step-*.pt")) for run in RUNS):
+        while not all(list((out / "runs" / run / "checkpoints").glob("step-*.pt")) for run in RUNS):
             assert time.monotonic() < deadline and script.poll() is None, "the runs did not start"
             time.sleep(0.5)
         os.killpg(script.pid, signal.SIGINT)
@@ -67,8 +72,8 @@ def test_ctrl_c_stops_every_run_with_its_checkpoint(tmp_path: Path) -> None:
     assert script.returncode == 130, stderr
     assert "interrupted: every run kept its last checkpoint" in stderr and "failed" not in stderr, stderr
     for run in RUNS:
-        assert "interrupted" in (job / f"{run}.log").read_text()
-        assert (job / "runs" / run / "checkpoints" / "last.pt").exists()
+        assert "interrupted" in (out / f"{run}.log").read_text()
+        assert (out / "runs" / run / "checkpoints" / "last.pt").exists()
 
 
 def test_from_must_hold_the_three_push_checkpoints(tmp_path: Path) -> None:
@@ -95,7 +100,6 @@ def test_an_unknown_family_or_a_bad_budget_is_refused_before_anything_runs(tmp_p
     result = gpu_train("pusj", tmp_path / "job", 120, "")
     assert result.returncode == 1
     assert "unknown task family 'pusj'; allowed: reach, push, pick_place" in result.stderr
-    result = subprocess.run(["bash", str(SCRIPT), "push", str(tmp_path / "job"), "15m"], capture_output=True, text=True,
-                            env=os.environ | {"PYTHON": sys.executable}, timeout=60)
+    result = gpu_train("push", tmp_path / "job", "15m", "")
     assert result.returncode == 1 and "whole numbers, not '15m'" in result.stderr
     assert not (tmp_path / "job").exists()

@@ -43,8 +43,9 @@ PUSH_MODELS = {"push-daml.pt": ("temporal", 3500), "push-linear.pt": ("linear", 
 
 
 def test_shipped_push_checkpoints_are_the_gpu_runs_that_continued_the_ones_before() -> None:
-    """checkpoints/push-*.pt (not in `make run`): `FROM=checkpoints launch/gpu_push.sh`'s runs (now gpu_train.sh push) at the steps val chose,
-    each started from the file it replaced (session 11's from-scratch runs; checkpoints/README.md)."""
+    """checkpoints/push-*.pt (not in `make run`): the runs of `FROM=checkpoints launch/gpu_push.sh` (now
+    `gpu_train.sh push`) at the steps val chose, each started from the file it replaced (session 11's from-scratch
+    runs; checkpoints/README.md)."""
     for file, (kind, step) in PUSH_MODELS.items():
         rollout = Rollout.from_checkpoint(SHIPPED / file)
         info = rollout.info
