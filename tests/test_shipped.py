@@ -38,19 +38,22 @@ def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
         assert any(not torch.equal(adapted[name], initial[name]) for name in initial)
 
 
-PUSH_MODELS = {"push-daml.pt": ("temporal", 3500), "push-linear.pt": ("linear", 7500),
-               "push-blackbox.pt": ("encoder", 8500)}
+# file: (adaptation loss kind, step, lr schedule)
+PUSH_MODELS = {"push-daml.pt": ("temporal", 3500, "constant"), "push-linear.pt": ("linear", 7500, "constant"),
+               "push-blackbox.pt": ("encoder", 8000, "cosine")}
 
 
-def test_shipped_push_checkpoints_are_the_gpu_runs_that_continued_the_ones_before() -> None:
-    """checkpoints/push-*.pt (not in `make run`): the runs of `FROM=checkpoints launch/gpu_push.sh` (now
-    `gpu_train.sh push`) at the steps val chose, each started from the file it replaced (session 11's from-scratch
-    runs; checkpoints/README.md)."""
-    for file, (kind, step) in PUSH_MODELS.items():
+def test_shipped_push_checkpoints_continued_the_ones_before() -> None:
+    """checkpoints/push-*.pt (not in `make run`): each run started from the file it replaced (checkpoints/README.md):
+    DAML and linear are session 12's GPU stage (`FROM=checkpoints launch/gpu_train.sh push`) at the steps val chose,
+    the black box session 13's CPU stage, annealed (`lr_schedule=cosine`) to its last step."""
+    for file, (kind, step, schedule) in PUSH_MODELS.items():
         rollout = Rollout.from_checkpoint(SHIPPED / file)
         info = rollout.info
         assert info.env["family"] == "push" and info.step == step and info.model.adaptation_loss.kind == kind
         assert info.train_config["init_from"] == f"checkpoints/{file}" and info.train_config["meta"]["meta_lr"] == 1e-3
+        assert info.train_config.get("lr_schedule", "constant") == schedule
+        assert schedule == "constant" or info.train_config["steps"] == step
         assert info.model.bc.query_map_weight == 1
         assert info.train_config["meta_batch"] == 16 and tuple(info.model.policy.conv_strides) == (2, 2, 1)
         adapted, initial = adapted_to_a_random_video(rollout)
