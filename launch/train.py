@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -60,8 +61,18 @@ def register() -> None:
 register()
 
 
+def stop_on_interrupts() -> None:
+    """Make SIGINT (Ctrl-C, `timeout -s INT`: launch/gpu_train.sh's budget) stop the run, keeping its checkpoint, even
+    when it was started from a background job of a non-interactive shell (`cmd &` in a script, `nohup ... &`): such a
+    job inherits SIGINT ignored, Python then installs no KeyboardInterrupt handler, and the run would go on until
+    killed outright."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> Any:
+    stop_on_interrupts()
     try:
         config: TrainConfig = OmegaConf.to_object(cfg)
         result = train(config)

@@ -316,18 +316,26 @@ def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write(train_data: Path, 
 
     monkeypatch.setattr(checkpoint, "_write_atomically", interrupted_write)
     run_dir = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(config(train_data, run_dir, "steps=1", "val_every=0"))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as oneshot-train sets it, however pytest began
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(config(train_data, run_dir, "steps=1", "val_every=0"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert read_checkpoint(run_dir / "checkpoints")["step"] == 1  # written whole, and last.pt points at it
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
 
 
-def test_ctrl_c_in_the_terminal_stops_training_not_its_loader_workers(train_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["from-a-terminal", "from-a-background-job"])
+def test_ctrl_c_in_the_terminal_stops_training_not_its_loader_workers(train_data: Path, tmp_path: Path,
+                                                                      inherited: signal.Handlers) -> None:
     """A terminal's Ctrl-C (and `timeout -s INT`) signals the whole process group, loader workers included: they ignore
-    it, so the training process alone stops (keeping its checkpoint) and shuts them down, with no worker traceback."""
+    it, so the training process alone stops (keeping its checkpoint) and shuts them down, with no worker traceback.
+    The same when the run inherits SIGINT ignored, as a background job of a non-interactive shell (`nohup cmd &`) does."""
     proc = subprocess.Popen([str(BIN / "oneshot-train"), f"data={train_data}", f"out={tmp_path}", "run_name=r", *TINY,
                              "steps=1000000", "val_every=0", "ckpt_every=1", "loader.workers=2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, inherited))
     checkpoints = tmp_path / "r" / "checkpoints"
     try:
         wait_for(lambda: (checkpoints / "last.pt").exists())
