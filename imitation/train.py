@@ -58,8 +58,8 @@ class TrainConfig:
     seed: int = 0  # initial weights and the meta-batch stream (the batch of step s depends only on seed and s)
     steps: int = 1000  # total meta-steps (a resumed run continues up to this number)
     # Outer learning rate over the run: "constant" (meta.meta_lr throughout) or "cosine" (from meta.meta_lr down to 0
-    # at `steps`). Constant-lr Adam leaves late checkpoints scattered around a minimum (checkpoints/README.md); the
-    # annealed run ends near its centre. A function of the step alone, so a resumed run goes on with the same rates.
+    # at `steps`). Constant-lr Adam leaves late checkpoints scattered around a minimum (checkpoints/README.md); a
+    # falling rate lets the run settle. A function of the step alone, so a resumed run goes on with the same rates.
     lr_schedule: str = "constant"
     meta_batch: int = 4  # tasks per meta-step over all processes (MIL/DAML used 12-25; split evenly across processes)
     val_every: int = 100  # steps between validation meta-losses on the val split (0 = no validation)

@@ -140,7 +140,7 @@ def test_command_refuses_bad_input(train_data: Path, tmp_path: Path) -> None:
     assert "32x32 images but policy.image_size=[64, 64]" in result.stderr and "policy.image_size=[32,32]" in result.stderr
     result = subprocess.run([str(BIN / "oneshot-train"), f"data={train_data}", f"out={tmp_path}", "lr_schedule=linear"],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "lr_schedule must be one of ('constant', 'cosine'), got 'linear'" in result.stderr
+    assert result.returncode == 2 and "lr_schedule must be one of ('constant', 'cosine'), got 'linear'" in result.stderr
 
 
 # ----- resume ----------------------------------------------------------------------------------------------------
@@ -163,15 +163,14 @@ def test_resume_is_exact(train_data: Path, tmp_path: Path) -> None:
 def test_cosine_schedule_anneals_and_resumes_exactly(train_data: Path, tmp_path: Path) -> None:
     """lr_schedule=cosine takes the outer lr from meta.meta_lr to 0 over `steps`; a run resumed from its step-2
     checkpoint goes on with the same rates, to the same weights."""
-    whole = train(config(train_data, tmp_path / "whole", "steps=6", "ckpt_every=2", "log_every=1", "val_every=0",
-                         "lr_schedule=cosine", "meta.meta_lr=0.01"))
+    cosine = ("steps=6", "ckpt_every=2", "log_every=1", "val_every=0", "lr_schedule=cosine", "meta.meta_lr=0.01")
+    whole = train(config(train_data, tmp_path / "whole", *cosine))
     expected = [0.01 * 0.5 * (1 + math.cos(math.pi * step / 6)) for step in range(6)]
     assert [m["train/meta_lr"] for m in read_metrics(tmp_path / "whole")] == pytest.approx(expected)
     stopped = tmp_path / "stopped" / "checkpoints"
     stopped.mkdir(parents=True)
     shutil.copy(tmp_path / "whole" / "checkpoints" / "step-0000002.pt", stopped / "last.pt")
-    resumed = train(config(train_data, tmp_path / "stopped", "steps=6", "ckpt_every=2", "log_every=1", "val_every=0",
-                           "lr_schedule=cosine", "meta.meta_lr=0.01", "resume=true"))
+    resumed = train(config(train_data, tmp_path / "stopped", *cosine, "resume=true"))
     assert [m["train/meta_lr"] for m in read_metrics(tmp_path / "stopped")] == pytest.approx(expected[2:])
     a, b = parameters(load_checkpoint(whole.checkpoint)[0]), parameters(load_checkpoint(resumed.checkpoint)[0])
     for key, value in a.items():
