@@ -212,7 +212,8 @@ class OneShotEnv(gym.Env):
         }
 
     def _view(self) -> EpisodeView:
-        return EpisodeView(self.world, self.task, self.arrangement, self.robot.ee_position(), self.holding)
+        return EpisodeView(self.world, self.task, self.arrangement, self.robot.ee_position(), self.holding,
+                           self.robot.finger_opening())
 
     def _update_grasp_assist(self) -> None:
         """Fingers that close on an object hold it with a fixed constraint (a grasp assist, like ravens' suction).

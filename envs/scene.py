@@ -16,6 +16,7 @@ WORKSPACE_LOW = np.array([0.40, -0.19])
 WORKSPACE_HIGH = np.array([0.67, 0.19])
 CONTAINER_INNER = 0.065  # half of the inner side of a container, metres
 CONTAINER_WALL = 0.035  # wall height
+INSIDE_BELOW = CONTAINER_WALL + 0.03  # an object's centre lower than this (and over the footprint) is in the container
 GOAL_RADIUS = 0.05
 GOAL_RGBA = (0.95, 0.95, 0.95, 1.0)
 
@@ -101,4 +102,9 @@ def settle(world: World, task: TaskSpec) -> None:
 def inside_container(world: World, obj: str, container: str) -> bool:
     """The object's centre lies within the container's inner footprint and below its rim."""
     p, c = world.position(obj), world.position(container)
-    return bool(np.all(np.abs(p[:2] - c[:2]) < CONTAINER_INNER) and p[2] < CONTAINER_WALL + 0.03)
+    return over_footprint(p, c) and p[2] < INSIDE_BELOW
+
+
+def over_footprint(position: np.ndarray, container: np.ndarray) -> bool:
+    """The point's x, y lie within the inner footprint of the container centred at `container` (at any height)."""
+    return bool(np.all(np.abs(position[:2] - container[:2]) < CONTAINER_INNER))

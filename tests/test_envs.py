@@ -108,6 +108,31 @@ def test_push_expert_is_a_continuous_function_of_the_state(make_env):
     np.testing.assert_allclose(family.expert_waypoint(done).position, in_lane)
 
 
+def test_pick_place_expert_is_memoryless_and_recovers(make_env):
+    """The pick_place expert's waypoint follows from the state without jumps, its gripper closes only at the grasp
+    point, a gripper closed on nothing opens again, and from a premature close the expert still does the task."""
+    env = make_env("pick_place")
+    env.reset(seed=5)
+    family, view = env.unwrapped.family, env.unwrapped._view()
+    grasp = view.target_position + [0.0, 0.0, 0.005]
+    sideways = [grasp + [s, 0.0, 0.0] for s in np.arange(-0.06, 0.06, 5e-4)]
+    waypoints = [family.expert_waypoint(dataclasses.replace(view, ee=ee)).position for ee in sideways]
+    again = [family.expert_waypoint(dataclasses.replace(view, ee=ee)).position for ee in sideways]
+    np.testing.assert_array_equal(waypoints, again)
+    jumps = np.linalg.norm(np.diff(waypoints, axis=0), axis=1)
+    assert jumps.max() < 0.006, f"the waypoint jumps by {jumps.max():.3f} m for a 0.5 mm move of the effector"
+    grips = {name: family.expert_waypoint(dataclasses.replace(view, ee=ee, finger_opening=fingers)).grip
+             for name, ee, fingers in [("at the grasp point", grasp, 0.08), ("above it", grasp + [0, 0, 0.05], 0.08),
+                                       ("at it, closed on nothing", grasp, 0.0)]}
+    assert grips == {"at the grasp point": True, "above it": False, "at it, closed on nothing": False}
+    for _ in range(6):  # close in the air, as a cloned policy did
+        env.step(np.array([0.0, 0.0, 0.0, -1.0], dtype=np.float32))
+    assert env.unwrapped.holding is None and env.unwrapped.privileged_view().finger_opening < 0.01
+    for _ in range(env.unwrapped.max_episode_steps - 6):
+        _, _, _, _, info = env.step(env.unwrapped.expert_action())
+    assert info["is_success"]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_doing_nothing_fails(family, make_env):
     env = make_env(family)

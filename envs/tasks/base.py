@@ -34,6 +34,7 @@ class EpisodeView:
     arrangement: Arrangement
     ee: np.ndarray
     holding: int | None  # index of the object held by the grasp assist, if any
+    finger_opening: float  # metres between the fingers (envs.robot.Panda.finger_opening; the policy sees it too)
 
     def object_position(self, i: int) -> np.ndarray:
         return self.world.position(object_name(i))
@@ -100,6 +101,11 @@ def moved_object(view: EpisodeView) -> int:
 
 def reached(ee: np.ndarray, target: np.ndarray, tol: float = 0.012) -> bool:
     return bool(np.linalg.norm(ee - target) < tol)
+
+
+def ramp(x: float, width: float) -> float:
+    """0 for x <= 0, 1 for x >= width, linear between: a soft threshold."""
+    return float(np.clip(x / width, 0.0, 1.0))
 
 
 def count_trailing(history: list[bool]) -> int:

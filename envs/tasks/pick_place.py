@@ -5,12 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from envs.bullet import World
-from envs.scene import Arrangement, container_name, inside_container, object_name, sample_positions
+from envs.scene import (INSIDE_BELOW, Arrangement, container_name, inside_container, object_name, over_footprint,
+                         sample_positions)
 from envs.task_spec import TaskSpec
-from envs.tasks.base import EpisodeView, TaskFamily, Waypoint, jitter, moved_object, reached
+from envs.tasks.base import EpisodeView, TaskFamily, Waypoint, jitter, moved_object, ramp, reached
 
-CARRY_HEIGHT = 0.16
-GRASP_FRAMES = 3
+CARRY_HEIGHT = 0.16  # the effector carries (and approaches) at this height, clear of the boxes' walls
+DROP_HEIGHT = 0.09  # the effector lets go of the object at this height over the box
+GRASP_ABOVE = 0.005  # the grasp point: this far above the object's centre
+CLOSE_WITHIN = 0.01  # the gripper closes within this distance of the grasp point
+RELEASE_WITHIN = 0.015  # ... and opens within this distance of the drop point
+EMPTY_FINGERS = 0.01  # fingers closer than this (metres between them) hold nothing: open them and try again
 
 
 class PickPlace(TaskFamily):
@@ -18,14 +23,6 @@ class PickPlace(TaskFamily):
     max_steps = 70
     success_rule = "target's centre inside the target container's footprint, below its rim, and released"
     chosen_object = staticmethod(moved_object)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.wait = 0
-
-    def reset_expert(self) -> None:
-        super().reset_expert()
-        self.wait = 0
 
     def arrange(self, rng: np.random.Generator, task: TaskSpec) -> Arrangement:
         # containers well apart from the objects and from each other, so the carry path is clear
@@ -44,28 +41,22 @@ class PickPlace(TaskFamily):
         return bool(history) and history[-1]
 
     def expert_waypoint(self, view: EpisodeView) -> Waypoint:
-        obj = view.target_position
+        """A memoryless expert (as push's): the waypoint and the gripper follow from what the policy can also know,
+        the effector, the fingers, whether something is held, and where the object and the box are.
+
+        An earlier phase machine closed after waiting a fixed number of frames and then carried on whether or not it
+        held anything, so a policy that closed too early (it did, in the air) met states the demos never explain.
+        Here a gripper closed on nothing opens again, and a held object is carried whatever happened before.
+        """
         box = view.world.position(container_name(view.task.target_container))
-        plan = [
-            (np.array([*obj[:2], CARRY_HEIGHT]), False),
-            (obj + [0, 0, 0.005], False),
-            (obj + [0, 0, 0.005], True),  # close: wait below
-            (np.array([*view.ee[:2], CARRY_HEIGHT]), True),  # lift straight up (the held object moves with the hand)
-            (np.array([*box[:2], CARRY_HEIGHT]), True),
-            (np.array([*box[:2], 0.09]), True),
-            (np.array([*box[:2], 0.09]), False),  # open: wait below
-            (np.array([*box[:2], CARRY_HEIGHT]), False),
-        ]
-        if self.phase >= len(plan):
-            return Waypoint(plan[-1][0], grip=False)
-        position, grip = plan[self.phase]
-        if self.phase in (2, 6):
-            self.wait += 1
-            self._advance_when(self.wait > GRASP_FRAMES)
-        else:
-            self.wait = 0
-            self._advance_when(reached(view.ee, position, 0.015 if self.phase != 1 else 0.01))
-        return Waypoint(position, grip=grip)
+        if view.holding == view.task.target:
+            return carry(view.ee, box)
+        if view.holding is not None:  # the wrong object: let it go
+            return Waypoint(view.ee.copy(), grip=False)
+        if over_footprint(view.target_position, box):  # let go over the box: once it has dropped in, rise clear
+            dropped = view.target_position[2] < INSIDE_BELOW
+            return Waypoint(np.array([*view.ee[:2], CARRY_HEIGHT]) if dropped else view.ee.copy(), grip=False)
+        return pick(view.ee, view.target_position, view.finger_opening)
 
     def human_plan(self, rng: np.random.Generator, world: World, task: TaskSpec, arrangement: Arrangement) -> list[Waypoint]:
         obj = world.position(object_name(task.target))
@@ -83,3 +74,27 @@ class PickPlace(TaskFamily):
             Waypoint(drop, grip=False, frames=int(rng.integers(2, 4))),
             Waypoint(drop + [0, 0, 0.1], grip=False, frames=int(rng.integers(4, 7))),
         ]
+
+
+def pick(ee: np.ndarray, obj: np.ndarray, finger_opening: float) -> Waypoint:
+    """Over the object at the carry height, down onto it from 1-3 cm of it in x, y, and close at the grasp point;
+    low and far from it, rise before moving across (so the hand does not sweep the objects aside)."""
+    grasp = obj + [0.0, 0.0, GRASP_ABOVE]
+    off = float(np.linalg.norm(ee[:2] - obj[:2]))
+    lower = 1.0 - ramp(off - 0.01, 0.02)
+    may_cross = max(1.0 - ramp(off - 0.02, 0.02), ramp(ee[2] - CARRY_HEIGHT + 0.03, 0.02))
+    xy = ee[:2] + may_cross * (obj[:2] - ee[:2])
+    z = CARRY_HEIGHT + lower * (grasp[2] - CARRY_HEIGHT)
+    close = reached(ee, grasp, CLOSE_WITHIN) and finger_opening > EMPTY_FINGERS
+    return Waypoint(np.array([*xy, z]), grip=close)
+
+
+def carry(ee: np.ndarray, box: np.ndarray) -> Waypoint:
+    """Straight up to the carry height, across to over the box, down to the drop height, and open there."""
+    drop = np.array([*box[:2], DROP_HEIGHT])
+    off = float(np.linalg.norm(ee[:2] - box[:2]))
+    over = 1.0 - ramp(off - 0.01, 0.02)
+    may_cross = max(over, ramp(ee[2] - CARRY_HEIGHT + 0.03, 0.02))
+    xy = ee[:2] + may_cross * (box[:2] - ee[:2])
+    z = CARRY_HEIGHT + over * (DROP_HEIGHT - CARRY_HEIGHT)
+    return Waypoint(np.array([*xy, z]), grip=not reached(ee, drop, RELEASE_WITHIN))

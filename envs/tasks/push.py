@@ -7,7 +7,7 @@ import numpy as np
 from envs.bullet import World
 from envs.scene import GOAL_RADIUS, Arrangement, object_name, sample_positions
 from envs.task_spec import TaskSpec
-from envs.tasks.base import EpisodeView, TaskFamily, Waypoint, jitter, moved_object
+from envs.tasks.base import EpisodeView, TaskFamily, Waypoint, jitter, moved_object, ramp
 
 INSIDE_STEPS = 10
 PUSH_HEIGHT = 0.02
@@ -18,11 +18,6 @@ SETTLED_WITHIN = 0.01  # metres from the goal's centre within which the expert h
 
 def unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-9)
-
-
-def ramp(x: float, width: float) -> float:
-    """0 for x <= 0, 1 for x >= width, linear between: a soft threshold."""
-    return float(np.clip(x / width, 0.0, 1.0))
 
 
 class Push(TaskFamily):
