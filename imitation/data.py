@@ -8,14 +8,13 @@ process: each rank loads only its share (a contiguous slice of the batch's tasks
 
 from __future__ import annotations
 
-import functools
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from demos.reader import Pair, PairDataset, collate, sample_batch
 from imitation.bc import imitation_batch
@@ -31,6 +30,10 @@ class LoaderConfig:
     """How meta-batches are read. Group `loader` (`data=` is the dataset path, so the group cannot be called data)."""
 
     frame_stride: int = 1  # keep every k-th frame of each demo and (resampled) video: k times fewer frames per pass
+    # With frame_stride k > 1: each task of a training meta-batch keeps frames o, o + k, ... from an offset o drawn in
+    # [0, k) with the batch (validation keeps o = 0, as the rollout does). Without it a run trains on the same 1/k of
+    # every demo throughout, and a moment of a few frames (pick_place's close at the grasp point) may never be seen.
+    random_offsets: bool = False
     workers: int = 1  # DataLoader worker processes (0 = read in the training process)
     prefetch: int = 2  # meta-batches each worker prepares ahead
     train_split: str = "train"  # split the meta-batches are drawn from
@@ -46,21 +49,54 @@ def strided_length(length: int, stride: int) -> int:
     return -(-length // stride)
 
 
-def batch_indices(dataset: PairDataset, seed: int, stream: int, index: int, num_tasks: int) -> list[int]:
-    """Dataset indices of meta-batch ``index`` of a stream: distinct tasks, one (video, demo) pair of each."""
+def strided_frames(length: int, stride: int, offset: int) -> np.ndarray:
+    """The frames a pass keeps: ``offset, offset + stride, ...``, ``strided_length(length, stride)`` of them whatever
+    the offset (those past the end repeat the last frame), so every task of a batch has the same length."""
+    return np.minimum(offset + stride * np.arange(strided_length(length, stride)), length - 1)
+
+
+class StridedPairs(Dataset):
+    """A PairDataset's pairs with every ``stride``-th frame kept from an offset: item ``pair_index * stride + offset``
+    (the codes StepBatchSampler yields). Striding here, in the DataLoader workers, copies only the kept frames."""
+
+    TIME_FIELDS = ("video", "images", "states", "actions", "target_positions")
+
+    def __init__(self, pairs: PairDataset, stride: int) -> None:
+        self.pairs, self.stride = pairs, stride
+
+    def __len__(self) -> int:
+        return len(self.pairs) * self.stride
+
+    def __getitem__(self, code: int) -> Pair:
+        index, offset = divmod(int(code), self.stride)
+        pair = self.pairs[index]
+        if self.stride == 1:
+            return pair
+        keep = torch.from_numpy(strided_frames(len(pair.images), self.stride, offset))
+        return pair._replace(**{name: getattr(pair, name)[keep] for name in self.TIME_FIELDS})
+
+
+def batch_codes(dataset: PairDataset, seed: int, stream: int, index: int, num_tasks: int, stride: int = 1,
+                random_offsets: bool = False) -> list[int]:
+    """StridedPairs items of meta-batch ``index`` of a stream: distinct tasks, one (video, demo) pair of each, at frame
+    offset 0 or (``random_offsets``) at offsets drawn after the pairs from the same generator."""
     rng = np.random.default_rng([seed, stream, index])
-    return sample_batch(rng, len(dataset.tasks), dataset.num_videos * dataset.num_demos, num_tasks)
+    indices = sample_batch(rng, len(dataset.tasks), dataset.num_videos * dataset.num_demos, num_tasks)
+    offsets = rng.integers(0, stride, len(indices)) if random_offsets and stride > 1 else np.zeros(len(indices), int)
+    return [i * stride + int(o) for i, o in zip(indices, offsets)]
 
 
 class StepBatchSampler(Sampler[list[int]]):
-    """This rank's share of the training meta-batches of steps ``start, start + 1, ..., stop - 1``."""
+    """This rank's share of the training meta-batches of steps ``start, start + 1, ..., stop - 1``, as StridedPairs
+    codes."""
 
     def __init__(self, dataset: PairDataset, num_tasks: int, seed: int, start: int, stop: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, stride: int = 1, random_offsets: bool = False) -> None:
         if num_tasks % world_size:
             raise ValueError(f"meta_batch={num_tasks} does not split evenly over {world_size} processes")
         self.dataset, self.num_tasks, self.seed = dataset, num_tasks, seed
         self.start, self.stop = start, stop
+        self.stride, self.random_offsets = stride, random_offsets
         share = num_tasks // world_size
         self.slice = slice(rank * share, (rank + 1) * share)
 
@@ -69,23 +105,15 @@ class StepBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.stop):
-            yield batch_indices(self.dataset, self.seed, TRAIN_STREAM, step, self.num_tasks)[self.slice]
-
-
-def collate_strided(pairs: list[Pair], stride: int) -> Pair:
-    """Stack pairs into a meta-batch, keeping every ``stride``-th frame (runs in the DataLoader workers)."""
-    batch = collate(pairs)
-    if stride == 1:
-        return batch
-    return batch._replace(**{name: getattr(batch, name)[:, ::stride].contiguous()
-                             for name in ("video", "images", "states", "actions", "target_positions")})
+            yield batch_codes(self.dataset, self.seed, TRAIN_STREAM, step, self.num_tasks, self.stride,
+                              self.random_offsets)[self.slice]
 
 
 def make_loader(dataset: PairDataset, sampler: Sampler[list[int]], cfg: LoaderConfig, pin_memory: bool) -> DataLoader:
     return DataLoader(
-        dataset,
+        StridedPairs(dataset, cfg.frame_stride),
         batch_sampler=sampler,
-        collate_fn=functools.partial(collate_strided, stride=cfg.frame_stride),
+        collate_fn=collate,
         num_workers=cfg.workers,
         prefetch_factor=cfg.prefetch if cfg.workers else None,
         persistent_workers=False,
@@ -131,5 +159,6 @@ class DevicePrefetcher:
 def validation_batches(dataset: PairDataset, seed: int, count: int, num_tasks: int, stride: int) -> list[Pair]:
     """The fixed validation meta-batches (the same at every evaluation, so the curve compares like with like)."""
     num_tasks = min(num_tasks, len(dataset.tasks))
-    return [collate_strided([dataset[i] for i in batch_indices(dataset, seed, VAL_STREAM, k, num_tasks)], stride)
+    strided = StridedPairs(dataset, stride)
+    return [collate([strided[c] for c in batch_codes(dataset, seed, VAL_STREAM, k, num_tasks, stride)])
             for k in range(count)]

@@ -165,7 +165,8 @@ def set_up(cfg: TrainConfig, info: DistInfo, device: torch.device) -> Run:
 def run_loop(run: Run) -> TrainResult:
     """Meta-steps from ``run.start`` to ``cfg.steps``; rank 0 logs, validates and checkpoints on their schedules."""
     cfg, info = run.cfg, run.info
-    sampler = StepBatchSampler(run.data.train, cfg.meta_batch, cfg.seed, run.start, cfg.steps, info.rank, info.world_size)
+    sampler = StepBatchSampler(run.data.train, cfg.meta_batch, cfg.seed, run.start, cfg.steps, info.rank, info.world_size,
+                               cfg.loader.frame_stride, cfg.loader.random_offsets)
     loader = make_loader(run.data.train, sampler, cfg.loader, pin_memory=run.device.type == "cuda")
     reduce_grads = average_gradients if info.enabled else None
     logger = RunLogger(run.run_dir, cfg.logger, run.config, total_steps=cfg.steps, start_step=run.start,
@@ -345,6 +346,7 @@ def resume_identity(model: dict, train_config: dict, manifest_sha256: str) -> di
     loader = train_config.get("loader", {})
     identity = {"model": model, "seed": train_config.get("seed"), "meta_batch": train_config.get("meta_batch"),
                 "loader.frame_stride": loader.get("frame_stride"), "loader.train_split": loader.get("train_split"),
+                "loader.random_offsets": loader.get("random_offsets", False),  # runs before it had none
                 "dataset manifest sha256": manifest_sha256}
     return json.loads(json.dumps(identity))  # tuples -> lists, so both sides compare alike
 

@@ -28,7 +28,9 @@ from omegaconf import OmegaConf
 
 from demos.format import DatasetError, sha256_file
 from imitation import checkpoint
+from demos.reader import PairDataset
 from imitation.checkpoint import average_checkpoints, load_checkpoint, read_checkpoint
+from imitation.data import StepBatchSampler, StridedPairs
 from imitation.maml import MetaLearner
 from imitation.policy import GPU_POLICY, PolicyConfig
 from imitation.train import NonFiniteTrainingError, TrainConfig, TrainingError, train
@@ -143,13 +145,35 @@ def test_command_refuses_bad_input(train_data: Path, tmp_path: Path) -> None:
     assert result.returncode == 2 and "lr_schedule must be one of ('constant', 'cosine'), got 'linear'" in result.stderr
 
 
+# ----- frame stride ----------------------------------------------------------------------------------------------
+
+def test_random_offsets_train_on_every_frame(train_data: Path) -> None:
+    """loader.random_offsets: the meta-batches of a run keep every 4th frame from offsets 0-3 drawn with the batch, so
+    every frame is trained on; without it every batch keeps frames 0, 4, 8, ... (as before the option existed)."""
+    dataset = PairDataset(train_data, "train", image_size=32)
+    strided = StridedPairs(dataset, 4)
+    length = dataset.demo_length
+    for random_offsets in (False, True):
+        sampler = StepBatchSampler(dataset, 2, seed=0, start=0, stop=40, stride=4, random_offsets=random_offsets)
+        offsets = {code % 4 for codes in sampler for code in codes}
+        assert offsets == ({0, 1, 2, 3} if random_offsets else {0})
+        assert list(sampler) == list(sampler)  # a pure function of (seed, step): resumable
+    pair, shifted = dataset[5], strided[5 * 4 + 3]
+    kept = [min(3 + 4 * i, length - 1) for i in range(-(-length // 4))]
+    assert shifted.images.shape[0] == strided[5 * 4].images.shape[0] == len(kept)
+    for name in StridedPairs.TIME_FIELDS:
+        assert torch.equal(getattr(shifted, name), getattr(pair, name)[kept]), name
+        assert torch.equal(getattr(strided[5 * 4], name), getattr(pair, name)[::4]), name
+
+
 # ----- resume ----------------------------------------------------------------------------------------------------
 
-def test_resume_is_exact(train_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("offsets", [(), ("loader.random_offsets=true",)], ids=["offset-0", "random-offsets"])
+def test_resume_is_exact(train_data: Path, tmp_path: Path, offsets: tuple[str, ...]) -> None:
     """2 steps + resume to 5 gives the same weights and optimizer state as 5 steps straight."""
-    whole = train(config(train_data, tmp_path / "whole", "steps=5", "val_every=2"))
-    train(config(train_data, tmp_path / "split", "steps=2", "val_every=2"))
-    resumed = train(config(train_data, tmp_path / "split", "steps=5", "val_every=2", "resume=true"))
+    whole = train(config(train_data, tmp_path / "whole", "steps=5", "val_every=2", *offsets))
+    train(config(train_data, tmp_path / "split", "steps=2", "val_every=2", *offsets))
+    resumed = train(config(train_data, tmp_path / "split", "steps=5", "val_every=2", "resume=true", *offsets))
     assert resumed.step == 5
     a, _, pa = load_checkpoint(whole.checkpoint)
     b, _, pb = load_checkpoint(resumed.checkpoint)
