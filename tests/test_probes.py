@@ -1,12 +1,13 @@
 """The diagnostics: launch.probe_clone (a clone of the reach expert from the true state acts, and position errors
-break it) and launch.probe_query (the shipped reach model reads the target from the video and finds it)."""
+break it), launch.probe_query (the shipped reach model reads the target from the video and finds it) and
+launch.probe_grasp (the pick_place expert passes every stage, a random policy none past the first)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from launch import probe_clone, probe_query
+from launch import probe_clone, probe_grasp, probe_query
 from launch.main import SHIPPED, SHIPPED_MODELS
 
 
@@ -48,3 +49,23 @@ def test_probe_query_refuses_too_few_tasks() -> None:
         probe_query.parse_args(["--checkpoint", "x.pt", "--tasks", "4"])
     with pytest.raises(SystemExit):
         probe_query.parse_args(["--checkpoint", "x.pt", "--query-scale", "0"])
+
+
+def test_probe_grasp_follows_the_stages(capsys: pytest.CaptureFixture) -> None:
+    expert = probe_grasp.probe(None, "expert", tasks=3)  # val tasks 0-2, which the expert does (task 3's object is too flat)
+    assert expert.reached == {stage: 3 for stage in probe_grasp.STAGES}
+    assert expert.closed_away == expert.grasped_other == 0
+    probe_grasp.main(["--method", "random", "--tasks", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "random: pick_place, val split, 3 episodes (evaluation seed 0)"
+    assert "grasped it 0" in lines[1] and lines[1].endswith("success 0")
+    assert lines[2].endswith("first close away from the target 3")  # a random gripper closes in the air at once
+
+
+def test_probe_grasp_refuses_what_it_cannot_probe() -> None:
+    with pytest.raises(SystemExit):
+        probe_grasp.parse_args(["--method", "daml"])  # no checkpoint to adapt
+    with pytest.raises(SystemExit):
+        probe_grasp.parse_args(["--method", "expert", "--tasks", "0"])
+    with pytest.raises(ValueError, match="trained on reach, not pick_place"):
+        probe_grasp.probe(str(SHIPPED / SHIPPED_MODELS["linear"]), "daml", tasks=1)
