@@ -16,7 +16,8 @@ follows each episode through the stages of the task and counts the episodes that
 - success:     the task's own rule at the last step
 
 and, separately, the episodes whose first close command came away from the target (in the air, or elsewhere): a
-policy that closes before it gets there carries nothing.
+policy that closes before it gets there carries nothing; and those that held the target over another container
+(a carry that went to a wrong box: the video says which box too).
 """
 
 from __future__ import annotations
@@ -47,12 +48,15 @@ class Trace:
     reached: set[str] = field(default_factory=set)
     grasped_other: bool = False
     closed_away: bool = False  # its first close command came away from the target
+    other_box: bool = False  # it held the target over another container's footprint
 
 
 def trace_episode(env: gym.Env, act: Actor, spec: envs.TaskSpec, seed: int) -> Trace:
     obs, _ = env.reset(seed=seed, options={"task": spec})
     unwrapped, trace, closed_before = env.unwrapped, Trace(), False
     box = unwrapped.world.position(container_name(spec.target_container))
+    other_boxes = [unwrapped.world.position(container_name(i))
+                   for i in range(len(spec.containers)) if i != spec.target_container]
     done, info = False, {}
     while not done:
         action = np.clip(np.asarray(act(obs), dtype=np.float32), -1.0, 1.0)
@@ -72,6 +76,7 @@ def trace_episode(env: gym.Env, act: Actor, spec: envs.TaskSpec, seed: int) -> T
             target = unwrapped.privileged_view().target_position
             trace.reached |= {"grasped it"} | ({"lifted it"} if target[2] > LIFTED_ABOVE else set()) | (
                 {"over its box"} if over_footprint(target, box) else set())
+            trace.other_box |= any(over_footprint(target, other) for other in other_boxes)
     if info.get("is_success"):
         trace.reached.add("success")
     return trace
@@ -83,6 +88,7 @@ class GraspSummary:
     reached: dict[str, int]  # stage -> episodes that reached it (STAGES order)
     grasped_other: int
     closed_away: int
+    other_box: int
 
 
 def probe(checkpoint: str | None, method: str = "daml", split: str = "val", tasks: int = 30, seed: int = 0) -> GraspSummary:
@@ -100,7 +106,8 @@ def probe(checkpoint: str | None, method: str = "daml", split: str = "val", task
               for plan in plan_tasks(cfg, "pick_place")]
     env.close()
     return GraspSummary(len(traces), {stage: sum(stage in t.reached for t in traces) for stage in STAGES},
-                        sum(t.grasped_other for t in traces), sum(t.closed_away for t in traces))
+                        sum(t.grasped_other for t in traces), sum(t.closed_away for t in traces),
+                        sum(t.other_box for t in traces))
 
 
 def actor(method: str, rollout: Rollout | None, env: gym.Env, cfg: EvalConfig, plan: TaskPlan) -> Actor:
@@ -136,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     who = args.checkpoint if args.method == "daml" else args.method
     print(f"{who}: pick_place, {args.split} split, {summary.episodes} episodes (evaluation seed {args.seed})")
     print("  ".join(f"{stage} {count}" for stage, count in summary.reached.items()))
-    print(f"grasped another {summary.grasped_other}; first close away from the target {summary.closed_away}")
+    print(f"grasped another {summary.grasped_other}; first close away from the target {summary.closed_away}; "
+          f"held it over another box {summary.other_box}")
     print(f"({time.perf_counter() - started:.0f} s)")
 
 
