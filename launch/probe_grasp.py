@@ -31,7 +31,7 @@ import numpy as np
 
 import envs
 from envs.scene import container_name, over_footprint
-from imitation.evaluate import EvalConfig, TaskPlan, demonstrate, eval_seed, plan_tasks
+from imitation.evaluate import EvalConfig, TaskPlan, TaskSkipped, demonstrate, eval_seed, plan_tasks
 from imitation.rollout import Actor, Rollout, expert_actor, random_actor
 
 STAGES = ("over it", "down at it", "closed there", "grasped it", "lifted it", "over its box", "success")
@@ -89,9 +89,11 @@ class GraspSummary:
     grasped_other: int
     closed_away: int
     other_box: int
+    skipped: int  # tasks without a successful human video (skipped, as oneshot-eval does)
 
 
-def probe(checkpoint: str | None, method: str = "daml", split: str = "val", tasks: int = 30, seed: int = 0) -> GraspSummary:
+def probe(checkpoint: str | None, method: str = "daml", split: str = "val", tasks: int = 30,
+          seed: int = 0) -> GraspSummary:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     if method == "daml" and checkpoint is None:
@@ -101,13 +103,19 @@ def probe(checkpoint: str | None, method: str = "daml", split: str = "val", task
         raise ValueError(f"{checkpoint} was trained on {rollout.info.env['family']}, not pick_place")
     env = rollout.make_env(split) if rollout is not None else envs.make("pick_place", split=split)
     cfg = EvalConfig(split=split, num_tasks=tasks, seed=seed, methods=["daml"], out="-")
-    traces = [trace_episode(env, actor(method, rollout, env, cfg, plan), envs.TaskSpec.from_dict(plan.spec),
-                            eval_seed(seed, plan.index, "trial", 0))
-              for plan in plan_tasks(cfg, "pick_place")]
+    traces, skipped = [], 0
+    for plan in plan_tasks(cfg, "pick_place"):
+        try:
+            act = actor(method, rollout, env, cfg, plan)
+        except TaskSkipped:  # no successful human video: oneshot-eval skips the task too
+            skipped += 1
+            continue
+        spec = envs.TaskSpec.from_dict(plan.spec)
+        traces.append(trace_episode(env, act, spec, eval_seed(seed, plan.index, "trial", 0)))
     env.close()
     return GraspSummary(len(traces), {stage: sum(stage in t.reached for t in traces) for stage in STAGES},
                         sum(t.grasped_other for t in traces), sum(t.closed_away for t in traces),
-                        sum(t.other_box for t in traces))
+                        sum(t.other_box for t in traces), skipped)
 
 
 def actor(method: str, rollout: Rollout | None, env: gym.Env, cfg: EvalConfig, plan: TaskPlan) -> Actor:
@@ -122,9 +130,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="a pick_place checkpoint (file, or run folder); needed for --method daml")
     parser.add_argument("--method", default="daml", choices=METHODS, help="who acts (default daml: the adapted policy)")
-    parser.add_argument("--split", default="val", choices=["val", "test", "test_ood"], help="object identities (default val)")
+    parser.add_argument("--split", default="val", choices=["val", "test", "test_ood"],
+                        help="object identities (default val)")
     parser.add_argument("--tasks", type=int, default=30, help="evaluation tasks, one episode each (default 30)")
-    parser.add_argument("--seed", type=int, default=0, help="evaluation seed stream, as oneshot-eval's seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="evaluation seed stream, as oneshot-eval's seed (default 0)")
     args = parser.parse_args(argv)
     if args.tasks < 1:
         parser.error(f"--tasks must be at least 1, got {args.tasks}")
@@ -141,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"probe_grasp: {e}") from e
     who = args.checkpoint if args.method == "daml" else args.method
-    print(f"{who}: pick_place, {args.split} split, {summary.episodes} episodes (evaluation seed {args.seed})")
+    skipped = f"; {summary.skipped} tasks skipped (no successful human video)" if summary.skipped else ""
+    print(f"{who}: pick_place, {args.split} split, {summary.episodes} episodes (evaluation seed {args.seed}){skipped}")
     print("  ".join(f"{stage} {count}" for stage, count in summary.reached.items()))
     print(f"grasped another {summary.grasped_other}; first close away from the target {summary.closed_away}; "
           f"held it over another box {summary.other_box}")
