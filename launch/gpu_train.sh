@@ -11,8 +11,9 @@
 # FAMILY-blackbox.pt (FROM=checkpoints continues the shipped models: weights only, a fresh optimizer, step 0, this
 # job's data).
 # A run stopped at step s is the recipe `steps=s` (up to GPU nondeterminism): the batch of step s depends only on the seed
-# and s, and Adam's learning rate is constant (unless EXTRA sets lr_schedule=cosine). Checkpoints every CKPT_EVERY steps (atomic writes: a stopped run leaves none
-# half-written). Evaluate them with oneshot-eval (checkpoints/README.md, Push).
+# and s, and Adam's learning rate is constant (unless EXTRA sets lr_schedule=cosine). Checkpoints every CKPT_EVERY
+# steps (atomic writes: a stopped run leaves none half-written). Evaluate them with oneshot-eval (checkpoints/README.md,
+# Push).
 # Run the same command again (the same OUT and NUM_TASKS) to go on: the collection keeps its complete shards and each
 # run that has a checkpoint resumes from it (resume=true) for the new budget. Ctrl-C stops every run, keeping its
 # checkpoint (exit status 130).

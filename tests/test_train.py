@@ -27,8 +27,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from demos.format import DatasetError, sha256_file
-from imitation import checkpoint
 from demos.reader import PairDataset
+from imitation import checkpoint
 from imitation.checkpoint import average_checkpoints, load_checkpoint, read_checkpoint
 from imitation.data import StepBatchSampler, StridedPairs
 from imitation.maml import MetaLearner

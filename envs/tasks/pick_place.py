@@ -77,24 +77,22 @@ class PickPlace(TaskFamily):
 
 
 def pick(ee: np.ndarray, obj: np.ndarray, finger_opening: float) -> Waypoint:
-    """Over the object at the carry height, down onto it from 1-3 cm of it in x, y, and close at the grasp point;
-    low and far from it, rise before moving across (so the hand does not sweep the objects aside)."""
+    """Down onto the object and close at the grasp point (unless the fingers already closed on nothing)."""
     grasp = obj + [0.0, 0.0, GRASP_ABOVE]
-    off = float(np.linalg.norm(ee[:2] - obj[:2]))
-    lower = 1.0 - ramp(off - 0.01, 0.02)
-    may_cross = max(1.0 - ramp(off - 0.02, 0.02), ramp(ee[2] - CARRY_HEIGHT + 0.03, 0.02))
-    xy = ee[:2] + may_cross * (obj[:2] - ee[:2])
-    z = CARRY_HEIGHT + lower * (grasp[2] - CARRY_HEIGHT)
     close = reached(ee, grasp, CLOSE_WITHIN) and finger_opening > EMPTY_FINGERS
-    return Waypoint(np.array([*xy, z]), grip=close)
+    return Waypoint(approach(ee, obj[:2], grasp[2], cross_within=0.02), grip=close)
 
 
 def carry(ee: np.ndarray, box: np.ndarray) -> Waypoint:
-    """Straight up to the carry height, across to over the box, down to the drop height, and open there."""
+    """Straight up, across to over the box, down to the drop height, and open there."""
     drop = np.array([*box[:2], DROP_HEIGHT])
-    off = float(np.linalg.norm(ee[:2] - box[:2]))
-    over = 1.0 - ramp(off - 0.01, 0.02)
-    may_cross = max(over, ramp(ee[2] - CARRY_HEIGHT + 0.03, 0.02))
-    xy = ee[:2] + may_cross * (box[:2] - ee[:2])
-    z = CARRY_HEIGHT + over * (DROP_HEIGHT - CARRY_HEIGHT)
-    return Waypoint(np.array([*xy, z]), grip=not reached(ee, drop, RELEASE_WITHIN))
+    return Waypoint(approach(ee, box[:2], DROP_HEIGHT, cross_within=0.01), grip=not reached(ee, drop, RELEASE_WITHIN))
+
+
+def approach(ee: np.ndarray, xy: np.ndarray, low: float, cross_within: float) -> np.ndarray:
+    """Over `xy` at the carry height, and down to height `low` from 1-3 cm of it in x, y; low and farther than
+    `cross_within` (+ 2 cm) from it, rise before moving across (so the hand does not sweep the objects aside)."""
+    off = float(np.linalg.norm(ee[:2] - xy))
+    down = 1.0 - ramp(off - 0.01, 0.02)
+    may_cross = max(1.0 - ramp(off - cross_within, 0.02), ramp(ee[2] - CARRY_HEIGHT + 0.03, 0.02))
+    return np.array([*(ee[:2] + may_cross * (xy - ee[:2])), CARRY_HEIGHT + down * (low - CARRY_HEIGHT)])
