@@ -40,6 +40,9 @@ class AdaptationLossConfig:
     # appearance to the query. Add `target_query` to meta.adapt_only for DAML's step to move the query.
     target_match: bool = False
     match_scale: float = 5.0  # initial (meta-learned) weight of DAML's match term, and of the black box's query
+    # DAML only: a second match term, with a reader of its own, aims the policy's place query (needs
+    # policy.place_query) at where the video's object ends: pick_place's box. Add `place_query` to meta.adapt_only.
+    place_match: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -129,12 +132,15 @@ def build_adaptation_loss(feature_dim: int, cfg: AdaptationLossConfig = Adaptati
 
 class VideoAdaptationLoss(nn.Module):
     """Inner loss for ``MetaLearner``: the learned loss applied to the features of a policy's video pass, plus the
-    target match term (``TargetMatchLoss``) when there is one."""
+    target match term and the place match term (``TargetMatchLoss``) where there are."""
 
-    def __init__(self, net: nn.Module, match: TargetMatchLoss | None = None) -> None:
+    def __init__(self, net: nn.Module, match: TargetMatchLoss | None = None, place_match: TargetMatchLoss | None = None) -> None:
         super().__init__()
-        self.net, self.match = net, match
+        self.net, self.match, self.place_match = net, match, place_match
 
     def forward(self, output: PolicyOutput) -> Tensor:
         loss = self.net(output.features)
-        return loss if self.match is None else loss + self.match(output)
+        for term in (self.match, self.place_match):
+            if term is not None:
+                loss = loss + term(output)
+        return loss

@@ -49,6 +49,9 @@ class BCLossConfig:
     # one is met as well by a point that never moves from the positions' mean. 0 = off. 1: a query that splits its
     # mass between two candidates pays about log 2 = 0.69 more than one on the target, several times the BC loss.
     query_map_weight: float = 0.0
+    # The same divergence for the place query (only for a policy with place_query), around where the target's centre
+    # is at the demo's last frame (in pick_place, inside its box), at every frame. 0 = off.
+    place_map_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.gripper_loss not in GRIPPER_LOSSES:
@@ -89,6 +92,10 @@ class BehaviourCloningLoss(nn.Module):
         if self.cfg.query_map_weight and output.query_logits is not None and target_positions is not None:
             label = self.query_map_label(target_positions.to(predicted.dtype), *output.query_logits.shape[-2:])
             loss = loss + self.cfg.query_map_weight * query_map_divergence(output.query_logits, label)
+        if self.cfg.place_map_weight and output.place_logits is not None and target_positions is not None:
+            final = target_positions[..., -1:, :].expand_as(target_positions).to(predicted.dtype)
+            label = self.query_map_label(final, *output.place_logits.shape[-2:])
+            loss = loss + self.cfg.place_map_weight * query_map_divergence(output.place_logits, label)
         return loss
 
     def query_map_label(self, positions: Tensor, height: int, width: int) -> Tensor:
@@ -160,6 +167,13 @@ def build_imitation_learner(
         raise ValueError("adaptation_loss.target_match=true aims the policy's target query: set policy.target_query=true too")
     if bc_cfg.query_map_weight and not policy_cfg.target_query:
         raise ValueError("bc.query_map_weight>0 trains the policy's target query: set policy.target_query=true too")
+    if loss_cfg.place_match and not policy_cfg.place_query:
+        raise ValueError("adaptation_loss.place_match=true aims the policy's place query: set policy.place_query=true too")
+    if bc_cfg.place_map_weight and not policy_cfg.place_query:
+        raise ValueError("bc.place_map_weight>0 trains the policy's place query: set policy.place_query=true too")
+    if loss_cfg.kind == "encoder" and policy_cfg.place_query:
+        raise ValueError("the black box (adaptation_loss.kind=encoder) has no read for the place query: set "
+                         "policy.place_query=false")
     policy = init_parameters(Policy(policy_cfg), generator)
     query_dim = policy_cfg.conv_filters[-1] if policy_cfg.target_query else 0
     if loss_cfg.kind == "encoder":
@@ -167,5 +181,7 @@ def build_imitation_learner(
         encoder = init_parameters(TemporalVideoEncoder(policy.feature_dim, embedding_dim, loss_cfg, query_dim), generator)
         return VideoConditionedLearner(policy, encoder, BehaviourCloningLoss(bc_cfg), meta_cfg)
     match = TargetMatchLoss(query_dim, loss_cfg.match_scale) if loss_cfg.target_match else None
-    inner = VideoAdaptationLoss(build_adaptation_loss(policy.feature_dim, loss_cfg), match)
+    channels = policy_cfg.conv_filters[-1]
+    place = TargetMatchLoss(channels, loss_cfg.match_scale, "place_logits") if loss_cfg.place_match else None
+    inner = VideoAdaptationLoss(build_adaptation_loss(policy.feature_dim, loss_cfg), match, place)
     return MetaLearner(policy, init_parameters(inner, generator), BehaviourCloningLoss(bc_cfg), meta_cfg)

@@ -187,6 +187,38 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
     return out
 
 
+def grow_into(module: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
+    """Load a smaller model's ``weights`` into ``module``, which may have more inputs and parameters; returns the
+    names of the tensors that grew or are new.
+
+    A tensor the module has and ``weights`` lacks keeps its initial value. One whose last dimension is longer takes
+    the old values first: a weight matrix has zeros in its new columns, so new inputs appended at the end of a
+    layer's input (as ``PolicyConfig.place_query``'s point) start with no effect and the grown model acts as the old
+    one until training gives them weight; a vector (MetaLearner's inner lrs, one per adapted parameter, in
+    registration order) keeps its initial values in its new entries. Anything else (a tensor only ``weights`` has,
+    another shape) is refused.
+    """
+    own = module.state_dict()
+    unknown = sorted(set(weights) - set(own))
+    if unknown:
+        raise ValueError(f"the weights have tensors this model lacks: {', '.join(unknown)}")
+    grown = []
+    for name, value in own.items():
+        old = weights.get(name)
+        if old is None:
+            grown.append(name)
+        elif old.shape == value.shape:
+            value.copy_(old)
+        elif old.dim() == value.dim() >= 1 and old.shape[:-1] == value.shape[:-1] and old.shape[-1] < value.shape[-1]:
+            if value.dim() > 1:
+                value.zero_()
+            value[..., : old.shape[-1]] = old
+            grown.append(name)
+        else:
+            raise ValueError(f"{name}: shape {tuple(old.shape)} cannot grow into {tuple(value.shape)}")
+    return grown
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """The raw payload, checked for format and version, with clear errors for a missing or foreign file."""
     path = Path(path)

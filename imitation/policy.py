@@ -48,6 +48,12 @@ class PolicyConfig:
     # effector ends at the target (reach); in push it ends at the goal, and there the point was found to locate
     # nothing (launch.probe_query).
     target_position: bool = False
+    # A second learned query, for *where to put* the target (pick_place's box): scored like the target query, its
+    # soft-argmax point joins the end of the first FC input and of the goal head's input (so a model trained
+    # without it can be grown into one with it: imitation.checkpoint.grow_into). DAML's inner step aims it at what
+    # the video's object ends in (AdaptationLossConfig.place_match, meta.adapt_only with `place_query`), and the
+    # outer loss tells it where that is (BCLossConfig.place_map_weight).
+    place_query: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
 
@@ -100,6 +106,13 @@ class PolicyOutput(NamedTuple):
     query_logits: Tensor | None = None
     target_hue: Tensor | None = None  # (..., 2): the hue read off the target query; None without cfg.hue_prediction
     target_position: Tensor | None = None  # (..., 3): where the query point puts the target; None without cfg.target_position
+    place_logits: Tensor | None = None  # (..., h, w): the place query's scores over the last map; None without cfg.place_query
+
+
+def _query(feature_map: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, C, h, w) map and a (C,) query -> its scores (N, h, w) at every position, and their soft-argmax (N, 2)."""
+    scores = torch.einsum("nchw,c->nhw", feature_map, query)
+    return scores, spatial_soft_argmax(scores.unsqueeze(1), torch.ones((), dtype=scores.dtype))
 
 
 class Policy(nn.Module):
@@ -126,13 +139,17 @@ class Policy(nn.Module):
         self.bias_transform = nn.Parameter(torch.zeros(cfg.bias_transform_dim))
         self.target_query = nn.Parameter(torch.zeros(channels)) if cfg.target_query else None
         points_dim = 2 * channels + (2 if cfg.target_query else 0)
+        place_dim = 2 if cfg.place_query else 0
         goal_dim = GOAL_DIM if cfg.goal_prediction else 0
-        self.goal = nn.Linear(points_dim + cfg.bias_transform_dim, GOAL_DIM) if cfg.goal_prediction else None
+        self.goal = nn.Linear(points_dim + cfg.bias_transform_dim + place_dim, GOAL_DIM) if cfg.goal_prediction else None
         self.hue = nn.Linear(channels, HUE_DIM) if cfg.hue_prediction else None
         self.locate = nn.Linear(QUADRATIC_DIM, POSITION_DIM) if cfg.target_position else None
-        sizes = (points_dim + cfg.state_dim + cfg.bias_transform_dim + goal_dim, *cfg.fc_sizes)
+        sizes = (points_dim + cfg.state_dim + cfg.bias_transform_dim + goal_dim + place_dim, *cfg.fc_sizes)
         self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], cfg.action_dim)
+        # Registered last: the adapted parameters (and so MetaLearner's inner lrs) keep their order with one more at
+        # the end, which a model without it grows into (imitation.checkpoint.grow_into).
+        self.place_query = nn.Parameter(torch.zeros(channels)) if cfg.place_query else None
 
     @property
     def feature_dim(self) -> int:
@@ -150,16 +167,16 @@ class Policy(nn.Module):
         points = spatial_soft_argmax(feature_map, self.softmax_temperature)
         scores = query_point = None
         if self.target_query is not None:
-            scores = torch.einsum("nchw,c->nhw", feature_map, self.target_query)
-            query_point = spatial_soft_argmax(scores.unsqueeze(1), torch.ones((), dtype=dtype))
+            scores, query_point = _query(feature_map, self.target_query)
             points = torch.cat([points, query_point], dim=-1)
+        place_scores, place = (None, points[:, :0]) if self.place_query is None else _query(feature_map, self.place_query)
         bias = self.bias_transform.expand(points.shape[0], -1)
         inputs = [points, states.reshape(-1, self.cfg.state_dim).to(dtype), bias]
         goal = None
         if self.goal is not None:
-            goal = self.goal(torch.cat([points, bias], dim=-1))
+            goal = self.goal(torch.cat([points, bias, place], dim=-1))
             inputs.append(goal)
-        h = torch.cat(inputs, dim=-1)
+        h = torch.cat([*inputs, place], dim=-1)
         for layer in self.fc:
             h = F.relu(layer(h))
         actions = self.head(h)
@@ -168,7 +185,8 @@ class Policy(nn.Module):
         return PolicyOutput(actions.reshape(*lead, -1), h.reshape(*lead, -1),
                             None if goal is None else goal.reshape(*lead, -1),
                             None if scores is None else feature_map.reshape(*lead, *feature_map.shape[1:]),
-                            None if scores is None else scores.reshape(*lead, *scores.shape[1:]), hue, position)
+                            None if scores is None else scores.reshape(*lead, *scores.shape[1:]), hue, position,
+                            None if place_scores is None else place_scores.reshape(*lead, *place_scores.shape[1:]))
 
     def video_inputs(self, video: Tensor) -> tuple[Tensor, Tensor]:
         """Model inputs for a video pass: the frames and an all-zero robot state (videos carry none, as in DAML)."""

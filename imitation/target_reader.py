@@ -49,17 +49,27 @@ def video_maps(output: PolicyOutput) -> Tensor:
     return output.feature_map
 
 
-class TargetMatchLoss(nn.Module):
-    """``scale`` x cross-entropy from the query's softmax over the video's first frame to the reader's weights."""
+QUERY_SCORES = ("query_logits", "place_logits")  # the PolicyOutput fields a match loss may aim: target or place query
 
-    def __init__(self, channels: int, scale: float) -> None:
+
+class TargetMatchLoss(nn.Module):
+    """``scale`` x cross-entropy from the query's softmax over the video's first frame to the reader's weights.
+
+    ``scores`` names the query it aims: the target query (``query_logits``) or the place query (``place_logits``),
+    each with a reader of its own, which meta-training teaches to find the object or where it ends.
+    """
+
+    def __init__(self, channels: int, scale: float, scores: str = "query_logits") -> None:
         super().__init__()
         if scale <= 0:
             raise ValueError(f"the match loss scale must be > 0, got {scale}")
+        if scores not in QUERY_SCORES:
+            raise ValueError(f"scores must be one of {QUERY_SCORES}, got {scores!r}")
+        self.scores = scores
         self.reader = TargetReader(channels)
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))  # meta-learned: the step the query takes
 
     def forward(self, output: PolicyOutput) -> Tensor:
         weights, _ = self.reader(video_maps(output))
-        log_query = torch.log_softmax(output.query_logits[0].flatten(), dim=0)
+        log_query = torch.log_softmax(getattr(output, self.scores)[0].flatten(), dim=0)
         return self.log_scale.exp() * -(weights * log_query).sum()

@@ -29,8 +29,8 @@ from demos.reader import Pair, PairDataset
 from envs.core import ROBOT_CAMERA
 from imitation.adaptation_loss import AdaptationLossConfig
 from imitation.bc import BCLossConfig
-from imitation.checkpoint import (LAST, CheckpointInfo, ModelSpec, build_learner, load_checkpoint, read_checkpoint,
-                                 save_checkpoint)
+from imitation.checkpoint import (LAST, CheckpointInfo, ModelSpec, build_learner, grow_into, load_checkpoint,
+                                 read_checkpoint, save_checkpoint)
 from imitation.data import (DevicePrefetcher, LoaderConfig, StepBatchSampler, make_loader, strided_length,
                             to_meta_batch, validation_batches)
 from imitation.distributed import (DistInfo, average_gradients, average_stats, broadcast_object, init_distributed,
@@ -268,13 +268,15 @@ def open_data(cfg: TrainConfig, spec: ModelSpec) -> TrainData:
     env = manifest["env"]
     check_shapes(root, env, spec.policy)
     train = PairDataset(root, cfg.loader.train_split, image_size=env["config"]["image_size"])
+    maps = [setting for weight, setting in ((spec.bc.query_map_weight, "bc.query_map_weight>0"),
+                                            (spec.bc.place_map_weight, "bc.place_map_weight>0")) if weight]
     for wanted, setting, off in ((spec.policy.target_position, "policy.target_position=true", "policy.target_position=false"),
-                                 (spec.bc.query_map_weight, "bc.query_map_weight>0", "bc.query_map_weight=0")):
+                                 *((True, setting, setting.replace(">", "=")) for setting in maps)):
         if wanted and not train.has_target_positions:
             raise TrainingError(f"{setting} needs the target's recorded positions, which {root} (dataset format "
                                 f"{manifest['format_version']}) lacks: collect it again with this code, or set {off}")
-    if spec.bc.query_map_weight and env.get("robot_camera") != json.loads(json.dumps(asdict(ROBOT_CAMERA))):
-        raise TrainingError(f"bc.query_map_weight>0 places the target through this code's robot camera, and {root} was "
+    if maps and env.get("robot_camera") != json.loads(json.dumps(asdict(ROBOT_CAMERA))):
+        raise TrainingError(f"{maps[0]} places the target through this code's robot camera, and {root} was "
                             f"rendered by another ({env.get('robot_camera')}): collect it again with this code")
     if cfg.meta_batch > len(train.tasks):
         raise TrainingError(f"meta_batch={cfg.meta_batch} but split {cfg.loader.train_split!r} of {root} has "
@@ -329,16 +331,19 @@ def init_or_resume(cfg: TrainConfig, spec: ModelSpec, data: TrainData, run_dir: 
 
 
 def start_from_weights(learner: MetaLearner, path: str) -> None:
-    """Load another run's learned weights into a fresh learner (its optimizer stays fresh)."""
+    """Load another run's learned weights into a fresh learner (its optimizer stays fresh). The learner may have
+    grown from that run's model (``imitation.checkpoint.grow_into``: new parameters, new inputs at the end)."""
     if not Path(path).is_file():
         raise TrainingError(f"init_from={path}: no such checkpoint")
     payload = read_checkpoint(path)
     try:
-        learner.load_state_dict(payload["learner"])
-    except RuntimeError as e:
+        grown = grow_into(learner, payload["learner"])
+    except ValueError as e:
         theirs = ModelSpec.from_dict(payload["model"])
         raise TrainingError(f"init_from={path}: its weights do not fit this model (its policy: {theirs.policy}; its "
                             f"adaptation loss: {theirs.adaptation_loss}; its meta: {theirs.meta}):\n{e}") from e
+    if grown:
+        print(f"init_from={path}: new or grown here (new inputs start at zero): {', '.join(grown)}", file=sys.stderr)
 
 
 def resume_identity(model: dict, train_config: dict, manifest_sha256: str) -> dict[str, Any]:
