@@ -21,6 +21,9 @@ TINY_GOAL_POLICY = replace(TINY_POLICY, goal_prediction=True, target_query=True)
 TINY_LOSS = AdaptationLossConfig(channels=3, kernel_size=3, outputs=2)
 TINY_MATCH_LOSS = replace(TINY_LOSS, target_match=True)
 QUERY_ADAPTED = (*POLICY_HEAD, "target_query")
+TINY_PLACE_POLICY = replace(TINY_GOAL_POLICY, place_query=True)  # a second query, aimed by a second match term
+TINY_PLACE_LOSS = replace(TINY_MATCH_LOSS, place_match=True)
+PLACE_ADAPTED = (*QUERY_ADAPTED, "place_query")
 
 
 def tiny_learner(meta_cfg: MetaConfig, dtype: torch.dtype = torch.float64, loss_cfg=TINY_LOSS, seed: int = 0,
@@ -48,6 +51,7 @@ def meta_gradient(learner: MetaLearner, batch: MetaBatch) -> list[torch.Tensor]:
 @pytest.mark.parametrize("inner_steps, adapt_only, policy, loss", [
     (1, (), TINY_POLICY, TINY_LOSS), (2, (), TINY_POLICY, TINY_LOSS), (2, POLICY_HEAD, TINY_POLICY, TINY_LOSS),
     (2, QUERY_ADAPTED, TINY_GOAL_POLICY, TINY_LOSS), (2, QUERY_ADAPTED, TINY_GOAL_POLICY, TINY_MATCH_LOSS),
+    (2, PLACE_ADAPTED, TINY_PLACE_POLICY, TINY_PLACE_LOSS),
 ])
 def test_meta_gradient_matches_finite_differences(inner_steps: int, adapt_only: tuple[str, ...], policy: PolicyConfig,
                                                   loss: AdaptationLossConfig) -> None:
@@ -80,6 +84,7 @@ def test_meta_gradient_matches_finite_differences(inner_steps: int, adapt_only: 
     (torch.float64, 1e-10, POLICY_HEAD, TINY_POLICY, TINY_LOSS),
     (torch.float64, 1e-10, QUERY_ADAPTED, TINY_GOAL_POLICY, TINY_LOSS),
     (torch.float64, 1e-10, QUERY_ADAPTED, TINY_GOAL_POLICY, TINY_MATCH_LOSS),
+    (torch.float64, 1e-10, PLACE_ADAPTED, TINY_PLACE_POLICY, TINY_PLACE_LOSS),
 ])
 def test_vmap_matches_loop(dtype: torch.dtype, tol: float, adapt_only: tuple[str, ...], policy: PolicyConfig,
                            loss: AdaptationLossConfig) -> None:

@@ -119,6 +119,48 @@ def test_query_map_label_lies_where_the_camera_sees_the_target_and_rewards_a_que
         build_imitation_learner(PolicyConfig(), bc_cfg=BCLossConfig(query_map_weight=1.0), generator=torch.Generator())
 
 
+def test_place_query_scores_the_map_and_its_point_enters_only_at_the_end_of_the_inputs() -> None:
+    """The place query scores the last feature map as the target query does, and its soft-argmax point reaches the
+    actions only through the last two columns of the first FC layer and of the goal head."""
+    cfg = PolicyConfig(target_query=True, goal_prediction=True, place_query=True)
+    policy = init_parameters(Policy(cfg), torch.Generator().manual_seed(0)).requires_grad_(False)
+    images, states = frames(2, 5), torch.randn(2, 5, 11, generator=torch.Generator().manual_seed(1))
+
+    def actions_with_place_query(seed: int) -> torch.Tensor:
+        policy.place_query.copy_(torch.randn(32, generator=torch.Generator().manual_seed(seed)))
+        out = policy(images, states)
+        torch.testing.assert_close(out.place_logits, torch.einsum("btchw,c->bthw", out.feature_map, policy.place_query))
+        return out.actions
+
+    assert not torch.allclose(actions_with_place_query(2), actions_with_place_query(3))
+    policy.fc[0].weight[:, -2:] = 0
+    policy.goal.weight[:, -2:] = 0
+    torch.testing.assert_close(actions_with_place_query(2), actions_with_place_query(3), rtol=0, atol=0)
+    assert Policy(PolicyConfig(target_query=True))(images, states).place_logits is None
+
+
+def test_place_map_label_lies_where_the_target_ends() -> None:
+    """bc.place_map_weight: the place query's label at every frame is where the target is at the demo's last frame
+    (in the box), not where it is at that frame."""
+    loss = BehaviourCloningLoss(BCLossConfig(place_map_weight=1.0))
+    start, end = torch.tensor([0.50, -0.10, 0.03]), torch.tensor([0.55, 0.12, 0.03])
+    positions = torch.stack([start, start, end])  # (T=3, 3): picked up, then in the box
+
+    def divergence(at: torch.Tensor) -> float:
+        logits = torch.log(loss.query_map_label(at, 16, 16) + 1e-9).expand(3, 16, 16)
+        out = Policy(PolicyConfig(target_query=True))(frames(3), torch.zeros(3, 11))._replace(place_logits=logits)
+        zeros = torch.zeros(3, 4), torch.zeros(3)
+        return (loss(out, *zeros, None, positions) - BehaviourCloningLoss()(out, *zeros)).item()
+
+    assert divergence(end) < 0.01 and divergence(start) > 5
+    with pytest.raises(ValueError, match="place_query"):
+        build_imitation_learner(PolicyConfig(), bc_cfg=BCLossConfig(place_map_weight=1.0), generator=torch.Generator())
+    with pytest.raises(ValueError, match="place_query"):
+        build_imitation_learner(PolicyConfig(), AdaptationLossConfig(place_match=True), generator=torch.Generator())
+    with pytest.raises(ValueError, match="black box"):
+        build_imitation_learner(PolicyConfig(place_query=True), AdaptationLossConfig(kind="encoder"), generator=torch.Generator())
+
+
 @pytest.mark.parametrize("cfg", [PolicyConfig(norm="group"), GPU_POLICY])
 def test_other_configs(cfg: PolicyConfig) -> None:
     policy = Policy(cfg)

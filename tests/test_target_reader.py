@@ -64,6 +64,18 @@ def test_the_reader_pools_the_first_frame_where_the_last_frame_scores_highest() 
     torch.testing.assert_close(appearance, torch.arange(CHANNELS, dtype=torch.float64), rtol=0, atol=1e-3)
 
 
+def test_a_place_match_reads_the_place_query_scores() -> None:
+    """scores="place_logits": the term reads the place query's scores, with a reader of its own."""
+    maps = torch.randn(2, CHANNELS, SIDE, SIDE, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    target, place = torch.eye(CHANNELS, dtype=torch.float64)[:2]
+    output = video_output(maps, target)._replace(place_logits=torch.einsum("tchw,c->thw", maps, place))
+    match, place_match = TargetMatchLoss(CHANNELS, 5.0).double(), TargetMatchLoss(CHANNELS, 5.0, "place_logits").double()
+    place_match.load_state_dict(match.state_dict())
+    swapped = output._replace(query_logits=output.place_logits)
+    assert place_match(output).item() == pytest.approx(match(swapped).item())
+    assert place_match(output).item() != pytest.approx(match(output).item())
+
+
 def test_policy_returns_its_feature_maps_only_with_a_target_query() -> None:
     frames = torch.zeros(2, 5, 64, 64, 3, dtype=torch.uint8)
     states = torch.zeros(2, 5, 11)
@@ -82,3 +94,5 @@ def test_bad_uses_are_refused_clearly() -> None:
         TargetReader(CHANNELS)(torch.zeros(CHANNELS, SIDE, SIDE))
     with pytest.raises(ValueError, match="> 0"):
         TargetMatchLoss(CHANNELS, 0.0)
+    with pytest.raises(ValueError, match="scores must be one of"):
+        TargetMatchLoss(CHANNELS, 1.0, "goal")

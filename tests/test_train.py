@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from torch.func import functional_call
 from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -201,6 +202,10 @@ def test_cosine_schedule_anneals_and_resumes_exactly(train_data: Path, tmp_path:
         assert torch.equal(value, b[key]), key
 
 
+PLACE = ("policy.target_query=true", "adaptation_loss.target_match=true", "policy.place_query=true",
+         "adaptation_loss.place_match=true", "bc.place_map_weight=1", "meta.adapt_only=[bias_transform,target_query,place_query]")
+
+
 @pytest.mark.parametrize("overrides, learner_type, adapted", [
     (("meta=anil",), MetaLearner, {"bias_transform", "fc", "head"}),
     (("adaptation_loss.kind=encoder",), VideoConditionedLearner, {"bias_transform"}),
@@ -208,12 +213,13 @@ def test_cosine_schedule_anneals_and_resumes_exactly(train_data: Path, tmp_path:
      MetaLearner, {"bias_transform", "target_query"}),
     (("policy.target_query=true", "bc.query_map_weight=1", "meta.adapt_only=[bias_transform,target_query]"),
      MetaLearner, {"bias_transform", "target_query"}),
+    (PLACE, MetaLearner, {"bias_transform", "target_query", "place_query"}),
 ])
 def test_anil_and_black_box_train_and_reload(train_data: Path, tmp_path: Path, overrides: tuple[str, ...],
                                              learner_type: type, adapted: set[str]) -> None:
-    """ANIL, the black-box baseline, the target-position head and the query-map label train through the same job and
-    come back from their checkpoints."""
-    result = train(config(train_data, tmp_path / "r", "steps=20", "log_every=5", "val_every=20", "meta.meta_lr=0.01", *overrides))
+    """ANIL, the black-box baseline, the target-position head, the query-map label and the place query train through
+    the same job and come back from their checkpoints."""
+    result = train(config(train_data, tmp_path / "r", "steps=40", "log_every=10", "val_every=40", "meta.meta_lr=0.01", *overrides))
     losses = [m["train/outer_loss"] for m in read_metrics(tmp_path / "r")]
     assert losses[-1] < 0.6 * losses[0], losses
     learner, _, _ = load_checkpoint(result.checkpoint)
@@ -283,6 +289,7 @@ def test_bad_inputs(train_data: Path, tmp_path: Path) -> None:
     (old / "manifest.json").write_text(json.dumps({**json.loads((train_data / "manifest.json").read_text()), "format_version": 1}))
     assert "lacks: collect it again" in refused("policy.target_query=true", "policy.target_position=true", data=old)
     assert "lacks: collect it again" in refused("policy.target_query=true", "bc.query_map_weight=1", data=old)
+    assert "bc.place_map_weight>0 needs" in refused(*PLACE, data=old)
     moved = Path(shutil.copytree(train_data, tmp_path / "moved-camera"))
     manifest = json.loads((train_data / "manifest.json").read_text())
     manifest["env"]["robot_camera"]["fov_deg"] += 5
@@ -311,6 +318,26 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(train_data: Path, 
                      f"init_from={first.checkpoint}"))
     with pytest.raises(TrainingError, match="no such checkpoint"):
         train(config(train_data, tmp_path / "none", "steps=1", "val_every=0", f"init_from={tmp_path / 'nothing.pt'}"))
+
+
+def test_init_from_grows_a_model_into_one_with_a_place_query(train_data: Path, tmp_path: Path) -> None:
+    """A run with a place query may start from one without: the grown model adapts to a video and acts as the model it
+    grew from (the place point's new input columns start at zero), and only then training gives the point weight."""
+    query = ("policy.target_query=true", "adaptation_loss.target_match=true", "meta.adapt_only=[bias_transform,target_query]")
+    first = train(config(train_data, tmp_path / "first", "steps=2", "val_every=0", "meta.meta_lr=0.01", *query))
+    grown = train(config(train_data, tmp_path / "grown", "steps=1", "val_every=0", "meta.meta_lr=0", *PLACE,
+                         f"init_from={first.checkpoint}"))
+    old, new = load_checkpoint(first.checkpoint)[0], load_checkpoint(grown.checkpoint)[0]
+    pair = PairDataset(train_data, "train", image_size=32)[0]
+
+    def adapted(learner: MetaLearner) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        params = learner.adapt(learner.model.video_inputs(pair.video))
+        return functional_call(learner.model, params, (pair.images, pair.states)).actions, params
+
+    (old_actions, _), (new_actions, new_params) = adapted(old), adapted(new)
+    torch.testing.assert_close(new_actions, old_actions)
+    assert new_params["place_query"].abs().sum() > 0  # the place match did aim the new query
+    torch.testing.assert_close(new.inner_lrs[:-1], old.inner_lrs)  # the place query's inner lr is appended
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(train_data: Path, tmp_path: Path) -> None:
