@@ -20,6 +20,8 @@ seed stream). The policy adapts to each task's video, then:
 - **where**: the share of the query's softmax (first robot frame) within 6 px of the target's centre, and of the other
   objects' (projected through the robot camera), and the cell where it peaks most often, with its share of tasks: a
   query held by one fixed cell (an image border, say) locates nothing whatever the video.
+- **place** (a policy with a place query, policy.place_query: pick_place's box): the share of the adapted place
+  query's softmax (first robot frame) within 6 px of the target container's centre, and of the other containers'.
 ``--query-scale`` multiplies the adapted query before use: a query that points the right way but is too short to
 peak locates the target once lengthened; one that points elsewhere does not.
 """
@@ -37,6 +39,7 @@ from torch.func import functional_call
 
 import envs
 from envs.core import ROBOT_CAMERA
+from envs.scene import container_name
 from demos.reader import target_hue
 from imitation.evaluate import EvalConfig, TaskPlan, demonstrate, eval_seed, plan_tasks
 from imitation.layers import spatial_soft_argmax
@@ -79,10 +82,17 @@ def probe_task(rollout: Rollout, env: gym.Env, cfg: EvalConfig, plan: TaskPlan, 
     obs, _ = env.reset(seed=eval_seed(cfg.seed, plan.index, "trial", 0), options={"task": spec})
     output = policy_output(rollout, params, obs)
     softmax = torch.softmax(output.query_logits.flatten(), dim=0).numpy()
-    result = {**softmax_places(softmax.reshape(output.query_logits.shape[-2:]), env, spec, obs["image"].shape[0]),
+    view, size = env.unwrapped.privileged_view(), obs["image"].shape[0]
+    objects = [view.object_position(i) for i in range(len(spec.objects))]
+    result = {**softmax_places(softmax.reshape(output.query_logits.shape[-2:]), objects, spec.target, size),
               "norm": float(params["target_query"].norm()),
               "entropy": float(-(softmax * np.log(np.clip(softmax, 1e-12, None))).sum()),
               "grid": tuple(output.query_logits.shape[-2:]), "points": [], "targets": [], "located": []}
+    if output.place_logits is not None:
+        containers = [view.world.position(container_name(i)) for i in range(len(spec.containers))]
+        place = torch.softmax(output.place_logits.flatten(), dim=0).numpy().reshape(output.place_logits.shape[-2:])
+        places = softmax_places(place, containers, spec.target_container, size)
+        result["place_mass"], result["place_other_mass"] = places["target_mass"], places["other_mass"]
     if hue_head:
         hue = hue_degrees(output.target_hue[0].numpy())
         errors = [angle_between(hue, hue_degrees(target_hue({**plan.spec, "target": i}).numpy()))
@@ -103,19 +113,19 @@ def probe_task(rollout: Rollout, env: gym.Env, cfg: EvalConfig, plan: TaskPlan, 
 NEAR_PIXELS = 6.0  # "near" a thing: the cell's centre within this many pixels of the thing's projected centre
 
 
-def softmax_places(softmax: np.ndarray, env: gym.Env, spec: envs.TaskSpec, image_size: int) -> dict:
-    """The softmax's mass near the target and near the other objects, and the (row, column) of its peak cell."""
+def softmax_places(softmax: np.ndarray, positions: list[np.ndarray], chosen: int, image_size: int) -> dict:
+    """The softmax's mass near the chosen one of some things (world ``positions``) and near the others, and the
+    (row, column) of its peak cell."""
     rows, columns = softmax.shape
     centres = np.stack(np.meshgrid((np.arange(columns) + 0.5) * image_size / columns,
                                    (np.arange(rows) + 0.5) * image_size / rows), axis=-1)
-    view = env.unwrapped.privileged_view()
 
-    def near(i: int) -> np.ndarray:
-        pixel = ROBOT_CAMERA.project(view.object_position(i), image_size, image_size)
+    def near(position: np.ndarray) -> np.ndarray:
+        pixel = ROBOT_CAMERA.project(position, image_size, image_size)
         return np.linalg.norm(centres - pixel, axis=-1) < NEAR_PIXELS
 
-    target = near(spec.target)
-    others = np.any([near(i) for i in range(len(spec.objects)) if i != spec.target], axis=0) & ~target
+    target = near(positions[chosen])
+    others = np.any([near(p) for i, p in enumerate(positions) if i != chosen], axis=0) & ~target
     peak = np.unravel_index(int(softmax.argmax()), softmax.shape)
     return {"target_mass": float(softmax[target].sum()), "other_mass": float(softmax[others].sum()),
             "peak": (int(peak[0]), int(peak[1]))}
@@ -168,6 +178,8 @@ class QuerySummary:
     common_peak: tuple[int, int]  # the (row, column) cell where the softmax peaks in the most tasks
     common_peak_share: float  # the share of tasks that peak there
     cells: tuple[int, int]  # the feature map's rows and columns
+    place_mass: float | None = None  # mean share of the place query's softmax near the target container (None: none)
+    place_other_mass: float | None = None  # ... and near the other containers
 
 
 def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0, query_scale: float = 1.0) -> QuerySummary:
@@ -195,7 +207,9 @@ def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0, q
         uniform_entropy=float(np.log(np.prod(results[0]["grid"]))), rmse=rmse, spread=spread, head_rmse=head_rmse,
         target_mass=float(np.mean([r["target_mass"] for r in results])),
         other_mass=float(np.mean([r["other_mass"] for r in results])), common_peak=peak,
-        common_peak_share=peaks.count(peak) / len(peaks), cells=results[0]["grid"])
+        common_peak_share=peaks.count(peak) / len(peaks), cells=results[0]["grid"],
+        place_mass=float(np.mean([r["place_mass"] for r in results])) if policy.place_query else None,
+        place_other_mass=float(np.mean([r["place_other_mass"] for r in results])) if policy.place_query else None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"where:    {summary.target_mass:.0%} of the first frame's softmax lies within {NEAR_PIXELS:g} px of the target, "
           f"{summary.other_mass:.0%} near the other objects; it peaks at cell {summary.common_peak} of "
           f"{summary.cells[0]}x{summary.cells[1]} in {summary.common_peak_share:.0%} of the tasks")
+    if summary.place_mass is not None:
+        print(f"place:    {summary.place_mass:.0%} of the place query's first-frame softmax lies within {NEAR_PIXELS:g} px "
+              f"of the target container, {summary.place_other_mass:.0%} near the other containers")
     if summary.head_rmse is not None:
         print(f"head:     the policy's target-position head misses the target's x, y by an RMSE of "
               f"{summary.head_rmse[0] * 100:.1f}, {summary.head_rmse[1] * 100:.1f} cm")

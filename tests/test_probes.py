@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from envs.core import ROBOT_CAMERA
 from launch import probe_clone, probe_grasp, probe_query
 from launch.main import SHIPPED, SHIPPED_MODELS
 
@@ -42,6 +43,18 @@ def test_shipped_reach_model_reads_and_finds_the_target() -> None:
     shortened = probe_query.probe(str(SHIPPED / SHIPPED_MODELS["linear"]), split="val", tasks=10, query_scale=0.05)
     assert shortened.entropy > 0.9 * shortened.uniform_entropy  # a short query's softmax spreads over the whole view
     assert shortened.rmse.mean() > 2 * summary.rmse.mean()  # and its point no longer locates the target
+
+
+def test_softmax_places_weighs_the_mass_near_the_chosen_thing_and_the_others() -> None:
+    """The probe's `where` and `place` shares: a softmax on the cell where the camera sees one thing counts for it."""
+    size, cells = 64, 16
+    things = [np.array([0.45, -0.15, 0.02]), np.array([0.60, 0.15, 0.02])]
+    softmax = np.zeros((cells, cells))
+    column, row = (ROBOT_CAMERA.project(things[1], size, size) * cells / size).astype(int)
+    softmax[row, column] = 1.0
+    assert probe_query.softmax_places(softmax, things, 1, size) == {"target_mass": 1.0, "other_mass": 0.0,
+                                                                     "peak": (int(row), int(column))}
+    assert probe_query.softmax_places(softmax, things, 0, size)["other_mass"] == 1.0
 
 
 def test_probe_query_refuses_too_few_tasks() -> None:
