@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 
 import h5py
 import numpy as np
@@ -31,7 +32,7 @@ from demos.format import DatasetError, sha256_file
 from demos.reader import PairDataset
 from imitation import checkpoint
 from imitation.checkpoint import average_checkpoints, load_checkpoint, read_checkpoint
-from imitation.data import StepBatchSampler, StridedPairs
+from imitation.data import StepBatchSampler, StridedPairs, quiet_when_the_trainer_hangs_up
 from imitation.maml import MetaLearner
 from imitation.policy import GPU_POLICY, PolicyConfig
 from imitation.train import NonFiniteTrainingError, TrainConfig, TrainingError, train
@@ -402,6 +403,25 @@ def test_ctrl_c_in_the_terminal_stops_training_not_its_loader_workers(train_data
     assert proc.returncode == 130, stderr[-3000:]
     assert "interrupted; run the same command with resume=true" in stderr
     assert "Traceback" not in stderr, stderr[-3000:]
+
+
+def test_a_worker_prints_other_errors_but_not_the_trainer_hanging_up(capsys: pytest.CaptureFixture) -> None:
+    """The hook the loader workers get: silent for a connection reset inside multiprocessing's resource_sharer (the
+    race that test_ctrl_c_in_the_terminal_... met in 1 run of 6), the usual traceback for anything else."""
+    def caught(code: str, filename: str) -> tuple[type[BaseException], BaseException, TracebackType | None]:
+        try:
+            exec(compile(code, filename, "exec"))
+        except Exception as e:
+            return type(e), e, e.__traceback__
+        raise AssertionError(f"{code} raised nothing")
+
+    quiet_when_the_trainer_hangs_up(*caught("raise ConnectionResetError(104, 'Connection reset by peer')",
+                                            "/usr/lib/python3/multiprocessing/resource_sharer.py"))
+    assert capsys.readouterr().err == ""
+    quiet_when_the_trainer_hangs_up(*caught("raise ConnectionResetError(104, 'reset')", "elsewhere.py"))
+    quiet_when_the_trainer_hangs_up(*caught("raise ValueError('a real error')", "resource_sharer.py"))
+    err = capsys.readouterr().err
+    assert err.count("Traceback") == 2 and "ConnectionResetError" in err and "ValueError: a real error" in err
 
 
 def loader_workers(pid: int) -> list[int]:
