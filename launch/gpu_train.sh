@@ -60,6 +60,12 @@ recipe=(policy.goal_prediction=true policy.target_query=true policy.hue_predicti
       bc.query_map_weight=1 meta_batch=16 steps=1000000 val_every=0 ckpt_every="${CKPT_EVERY:-500}" log_every=100
       logger=none progress=false threads=1 loader=gpu device="$device")
 
+# pick_place reads the box as well as the object (docs/imitation.md, the place query): DAML's and the linear loss's
+# runs, and the tune of the shipped model (which has one), get the place query; the black box has no read for it.
+place=()
+[ "$family" != pick_place ] || place=(policy.place_query=true adaptation_loss.place_match=true bc.place_map_weight=1
+                                     "meta.adapt_only=[bias_transform,target_query,fc,head,place_query]")
+
 names=() pids=()
 train() {  # NAME OVERRIDES...: start one run in the background (resumed if it has a checkpoint), stopped at the budget
     local name=$1 resume=()
@@ -77,11 +83,11 @@ start() {  # KIND: sets `init` to init_from=FROM/FAMILY-KIND.pt when FROM is set
     [ -z "$from" ] || init=("init_from=$from/$family-$1.pt")
 }
 
-start daml && train "$family-gpu-daml" "${init[@]}"
-start linear && train "$family-gpu-linear" adaptation_loss.kind=linear "${init[@]}"
+start daml && train "$family-gpu-daml" "${place[@]}" "${init[@]}"
+start linear && train "$family-gpu-linear" adaptation_loss.kind=linear "${place[@]}" "${init[@]}"
 start blackbox && train "$family-gpu-bb" adaptation_loss.kind=encoder "${init[@]}"
 if [ -f "$shipped/$family-daml.pt" ]; then
-    train "$family-gpu-tune" init_from="$shipped/$family-daml.pt" meta.meta_lr=3e-4
+    train "$family-gpu-tune" init_from="$shipped/$family-daml.pt" meta.meta_lr=3e-4 "${place[@]}"
 else
     echo "no $shipped/$family-daml.pt: $family-gpu-tune is not run" | tee -a "$out/times.txt"
 fi

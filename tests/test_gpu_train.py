@@ -96,6 +96,18 @@ def test_a_failed_run_fails_the_job_and_names_its_log(tmp_path: Path) -> None:
         assert "lower meta_batch" in (tmp_path / "job" / f"{run}.log").read_text()
 
 
+def test_pick_place_runs_read_the_box_too(tmp_path: Path) -> None:
+    """pick_place's DAML, linear and tune runs get the place query (the shipped model has one, so the tune must);
+    the black box, which has no read for it, does not."""
+    job = tmp_path / "job"
+    result = gpu_train("pick_place", job, 300, "meta_batch=2 loader.workers=0 steps=1")
+    assert result.returncode == 0, result.stderr
+    for run, place in (("daml", True), ("linear", True), ("bb", False), ("tune", True)):
+        config = (job / "runs" / f"pick_place-gpu-{run}" / "config.yaml").read_text()
+        assert ("place_query: true" in config) == place, (run, config)
+        assert ("place_match: true" in config) == place and last_step(job / "runs" / f"pick_place-gpu-{run}") == 1
+
+
 def test_an_unknown_family_or_a_bad_budget_is_refused_before_anything_runs(tmp_path: Path) -> None:
     result = gpu_train("pusj", tmp_path / "job", 120, "")
     assert result.returncode == 1
