@@ -169,6 +169,7 @@ class Policy(nn.Module):
         if self.target_query is not None:
             scores, query_point = _query(feature_map, self.target_query)
             points = torch.cat([points, query_point], dim=-1)
+        # without a place query its point is (N, 0): the inputs below are then exactly those of a policy without it
         place_scores, place = (None, points[:, :0]) if self.place_query is None else _query(feature_map, self.place_query)
         bias = self.bias_transform.expand(points.shape[0], -1)
         inputs = [points, states.reshape(-1, self.cfg.state_dim).to(dtype), bias]
