@@ -93,7 +93,7 @@ class BehaviourCloningLoss(nn.Module):
             label = self.query_map_label(target_positions.to(predicted.dtype), *output.query_logits.shape[-2:])
             loss = loss + self.cfg.query_map_weight * query_map_divergence(output.query_logits, label)
         if self.cfg.place_map_weight and output.place_logits is not None and target_positions is not None:
-            final = target_positions[..., -1:, :].expand_as(target_positions).to(predicted.dtype)
+            final = target_positions[..., -1:, :].to(predicted.dtype)  # (..., 1, 3): one label, for every frame
             label = self.query_map_label(final, *output.place_logits.shape[-2:])
             loss = loss + self.cfg.place_map_weight * query_map_divergence(output.place_logits, label)
         return loss
@@ -117,7 +117,8 @@ def map_cells(positions: Tensor, clip: Tensor, height: int, width: int) -> Tenso
 
 
 def query_map_divergence(logits: Tensor, label: Tensor) -> Tensor:
-    """Mean over frames of KL(label || softmax(logits)), both (..., h, w) over their last two dimensions."""
+    """Mean over frames of KL(label || softmax(logits)), both (..., h, w) over their last two dimensions; the label
+    may hold one frame for all (it broadcasts)."""
     log_p = torch.log_softmax(logits.flatten(-2), dim=-1)
     q = label.flatten(-2)
     return (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(-1).mean()

@@ -81,17 +81,16 @@ def probe_task(rollout: Rollout, env: gym.Env, cfg: EvalConfig, plan: TaskPlan, 
     spec = envs.TaskSpec.from_dict(plan.spec)
     obs, _ = env.reset(seed=eval_seed(cfg.seed, plan.index, "trial", 0), options={"task": spec})
     output = policy_output(rollout, params, obs)
-    softmax = torch.softmax(output.query_logits.flatten(), dim=0).numpy()
+    softmax = map_softmax(output.query_logits)
     view, size = env.unwrapped.privileged_view(), obs["image"].shape[0]
     objects = [view.object_position(i) for i in range(len(spec.objects))]
-    result = {**softmax_places(softmax.reshape(output.query_logits.shape[-2:]), objects, spec.target, size),
+    result = {**softmax_places(softmax, objects, spec.target, size),
               "norm": float(params["target_query"].norm()),
               "entropy": float(-(softmax * np.log(np.clip(softmax, 1e-12, None))).sum()),
               "grid": tuple(output.query_logits.shape[-2:]), "points": [], "targets": [], "located": []}
     if output.place_logits is not None:
         containers = [view.world.position(container_name(i)) for i in range(len(spec.containers))]
-        place = torch.softmax(output.place_logits.flatten(), dim=0).numpy().reshape(output.place_logits.shape[-2:])
-        places = softmax_places(place, containers, spec.target_container, size)
+        places = softmax_places(map_softmax(output.place_logits), containers, spec.target_container, size)
         result["place_mass"], result["place_other_mass"] = places["target_mass"], places["other_mass"]
     if hue_head:
         hue = hue_degrees(output.target_hue[0].numpy())
@@ -108,6 +107,11 @@ def probe_task(rollout: Rollout, env: gym.Env, cfg: EvalConfig, plan: TaskPlan, 
         if terminated or truncated:
             return result
         output = policy_output(rollout, params, obs)
+
+
+def map_softmax(logits: torch.Tensor) -> np.ndarray:
+    """A query's (1, h, w) scores over one robot frame -> its softmax over the (h, w) cells."""
+    return torch.softmax(logits.flatten(), dim=0).numpy().reshape(logits.shape[-2:])
 
 
 NEAR_PIXELS = 6.0  # "near" a thing: the cell's centre within this many pixels of the thing's projected centre
