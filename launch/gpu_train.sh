@@ -55,8 +55,12 @@ budget=$(( budget - collected ))
 [ "$budget" -ge 30 ] || { echo "the collection left ${budget} s of the budget to train: give more seconds" >&2; exit 1; }
 echo "the data ($tasks tasks) was ready after $collected s; training for $budget s" | tee "$out/times.txt"
 
+# pick_place grasps: its last feature map is 32x32 (stride 1 in the second conv layer too), as its shipped model's;
+# reach and push read a 16x16 one
+strides="[2,2,1]"
+[ "$family" != pick_place ] || strides="[2,1,1]"
 recipe=(policy.goal_prediction=true policy.target_query=true policy.hue_prediction=true adaptation_loss.target_match=true
-      "meta.adapt_only=[bias_transform,target_query,fc,head]" "policy.conv_strides=[2,2,1]" loader.frame_stride=4
+      "meta.adapt_only=[bias_transform,target_query,fc,head]" "policy.conv_strides=$strides" loader.frame_stride=4
       bc.query_map_weight=1 meta_batch=16 steps=1000000 val_every=0 ckpt_every="${CKPT_EVERY:-500}" log_every=100
       logger=none progress=false threads=1 loader=gpu device="$device")
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 SCRIPT = Path(__file__).resolve().parents[1] / "launch" / "gpu_train.sh"
 RUNS = ("push-gpu-daml", "push-gpu-linear", "push-gpu-bb", "push-gpu-tune")
@@ -98,13 +99,14 @@ def test_a_failed_run_fails_the_job_and_names_its_log(tmp_path: Path) -> None:
 
 def test_pick_place_runs_read_the_box_too(tmp_path: Path) -> None:
     """pick_place's DAML, linear and tune runs get the place query (the shipped model has one, so the tune must);
-    the black box, which has no read for it, does not."""
+    the black box, which has no read for it, does not. Every run reads a 32x32 map, as the shipped model."""
     job = tmp_path / "job"
     result = gpu_train("pick_place", job, 300, "meta_batch=2 loader.workers=0 steps=1")
     assert result.returncode == 0, result.stderr
     for run, place in (("daml", True), ("linear", True), ("bb", False), ("tune", True)):
         config = (job / "runs" / f"pick_place-gpu-{run}" / "config.yaml").read_text()
         assert ("place_query: true" in config) == place, (run, config)
+        assert OmegaConf.create(config).policy.conv_strides == [2, 1, 1], (run, config)
         assert ("place_match: true" in config) == place and last_step(job / "runs" / f"pick_place-gpu-{run}") == 1
 
 
