@@ -61,16 +61,18 @@ def test_shipped_push_checkpoints_continued_the_ones_before() -> None:
 
 
 def test_shipped_pick_place_checkpoint_reads_the_object_and_the_box() -> None:
-    """checkpoints/pick_place-daml.pt (not in `make run`): session 15's run `pp3-place` at step 22000, trained from
-    scratch with a place query, which its video step aims too (checkpoints/README.md)."""
+    """checkpoints/pick_place-daml.pt (not in `make run`): session 16's run `pp4-fine` at step 10000, session 15's
+    file (trained from scratch with a place query, which its video step aims too) fine-tuned with a 32x32 last feature
+    map (checkpoints/README.md)."""
     rollout = Rollout.from_checkpoint(SHIPPED / "pick_place-daml.pt")
     info = rollout.info
-    assert info.env["family"] == "pick_place" and info.step == 22000 and rollout.image_size == (64, 64)
+    assert info.env["family"] == "pick_place" and info.step == 10000 and rollout.image_size == (64, 64)
     assert info.model.adaptation_loss.kind == "temporal" and info.model.adaptation_loss.target_match
     assert info.model.adaptation_loss.place_match and info.model.policy.place_query and info.model.bc.place_map_weight == 1
-    assert info.model.bc.query_map_weight == 1 and tuple(info.model.policy.conv_strides) == (2, 2, 1)
+    assert info.model.bc.query_map_weight == 1 and tuple(info.model.policy.conv_strides) == (2, 1, 1)
     assert info.train_config["meta_batch"] == 8 and info.train_config["loader"]["frame_stride"] == 4
-    assert info.train_config["init_from"] == "" and info.git_revision.startswith("be04a85")
+    assert info.train_config["init_from"] == "checkpoints/pick_place-daml.pt"  # session 15's file, at 2d3a768
+    assert info.train_config["lr_schedule"] == "cosine" and info.git_revision.startswith("2d3a768")
     adapted, initial = adapted_to_a_random_video(rollout)
     for query in ("target_query", "place_query"):
         assert not torch.equal(adapted[query], initial[query])
