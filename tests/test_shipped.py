@@ -72,7 +72,8 @@ def test_shipped_pick_place_checkpoint_reads_the_object_and_the_box() -> None:
     assert info.model.bc.query_map_weight == 1 and tuple(info.model.policy.conv_strides) == (2, 1, 1)
     assert info.train_config["meta_batch"] == 8 and info.train_config["loader"]["frame_stride"] == 4
     assert info.train_config["init_from"] == "checkpoints/pick_place-daml.pt"  # session 15's file, at 2d3a768
-    assert info.train_config["lr_schedule"] == "cosine" and info.git_revision.startswith("2d3a768")
+    assert info.train_config["lr_schedule"] == "cosine" and info.train_config["steps"] == 10000  # the anneal's end
+    assert info.git_revision.startswith("2d3a768")
     adapted, initial = adapted_to_a_random_video(rollout)
     for query in ("target_query", "place_query"):
         assert not torch.equal(adapted[query], initial[query])
