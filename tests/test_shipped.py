@@ -61,20 +61,20 @@ def test_shipped_push_checkpoints_continued_the_ones_before() -> None:
 
 
 def test_shipped_pick_place_checkpoint_reads_the_object_and_the_box() -> None:
-    """checkpoints/pick_place-daml.pt (not in `make run`): session 17's run `pp5-data` at step 9000 (of an 11000-step
-    anneal; the val split chose it), session 16's file (a place query, a 32x32 last feature map) trained on twice the
-    data, 1200 tasks, at half the outer learning rate (checkpoints/README.md)."""
+    """checkpoints/pick_place-daml.pt (not in `make run`): session 18's run `pp6-data` at step 7000 (of a 10000-step
+    anneal; the val split chose it), session 17's file (a place query, a 32x32 last feature map, 1200 tasks) trained on
+    twice the data again, 2388 tasks, at half the outer learning rate (checkpoints/README.md)."""
     rollout = Rollout.from_checkpoint(SHIPPED / "pick_place-daml.pt")
     info = rollout.info
-    assert info.env["family"] == "pick_place" and info.step == 9000 and rollout.image_size == (64, 64)
+    assert info.env["family"] == "pick_place" and info.step == 7000 and rollout.image_size == (64, 64)
     assert info.model.adaptation_loss.kind == "temporal" and info.model.adaptation_loss.target_match
     assert info.model.adaptation_loss.place_match and info.model.policy.place_query and info.model.bc.place_map_weight == 1
     assert info.model.bc.query_map_weight == 1 and tuple(info.model.policy.conv_strides) == (2, 1, 1)
     assert info.train_config["meta_batch"] == 8 and info.train_config["loader"]["frame_stride"] == 4
-    assert info.train_config["data"] == "data/pp3" and info.model.meta.meta_lr == 0.0005
-    assert info.train_config["init_from"] == "checkpoints/pick_place-daml.pt"  # session 16's file, at a9bf569
-    assert info.train_config["lr_schedule"] == "cosine" and info.train_config["steps"] == 11000
-    assert info.git_revision.startswith("a9bf569")
+    assert info.train_config["data"] == "data/pp4" and info.model.meta.meta_lr == 0.0005
+    assert info.train_config["init_from"] == "checkpoints/pick_place-daml.pt"  # session 17's file, at 2bdd4ab
+    assert info.train_config["lr_schedule"] == "cosine" and info.train_config["steps"] == 10000
+    assert info.git_revision.startswith("2bdd4ab")
     adapted, initial = adapted_to_a_random_video(rollout)
     for query in ("target_query", "place_query"):
         assert not torch.equal(adapted[query], initial[query])
