@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from imitation.checkpoint import read_checkpoint
+from imitation.checkpoint import CheckpointInfo, read_checkpoint
 from imitation.policy import POLICY_HEAD
 from imitation.rollout import Rollout
 from imitation.video_conditioned import VideoConditionedLearner
@@ -43,21 +43,29 @@ PUSH_MODELS = {"push-daml.pt": ("temporal", 3500, "constant"), "push-linear.pt":
                "push-blackbox.pt": ("encoder", 8000, "cosine")}
 
 
+def continued_shipped_file(file: str, family: str, kind: str, step: int, strides: tuple[int, ...]) -> CheckpointInfo:
+    """Load checkpoints/FILE and check what the staged push and pick_place files share: each stage started from the file
+    it replaced (`init_from`), at a meta-batch of 16, and one inner step on a video re-aims the target query."""
+    rollout = Rollout.from_checkpoint(SHIPPED / file)
+    info = rollout.info
+    assert info.env["family"] == family and info.step == step and info.model.adaptation_loss.kind == kind
+    assert info.train_config["init_from"] == f"checkpoints/{file}"
+    assert info.train_config["meta_batch"] == 16 and tuple(info.model.policy.conv_strides) == strides
+    adapted, initial = adapted_to_a_random_video(rollout)
+    assert not torch.equal(adapted["target_query"], initial["target_query"])
+    return info
+
+
 def test_shipped_push_checkpoints_continued_the_ones_before() -> None:
     """checkpoints/push-*.pt (not in `make run`): each run started from the file it replaced (checkpoints/README.md):
     DAML and linear are session 12's GPU stage (`FROM=checkpoints launch/gpu_train.sh push`) at the steps val chose,
     the black box session 13's CPU stage, annealed (`lr_schedule=cosine`) to its last step."""
     for file, (kind, step, schedule) in PUSH_MODELS.items():
-        rollout = Rollout.from_checkpoint(SHIPPED / file)
-        info = rollout.info
-        assert info.env["family"] == "push" and info.step == step and info.model.adaptation_loss.kind == kind
-        assert info.train_config["init_from"] == f"checkpoints/{file}" and info.train_config["meta"]["meta_lr"] == 1e-3
+        info = continued_shipped_file(file, "push", kind, step, (2, 2, 1))
+        assert info.train_config["meta"]["meta_lr"] == 1e-3
         assert info.train_config.get("lr_schedule", "constant") == schedule
         assert schedule == "constant" or info.train_config["steps"] == step
         assert info.model.bc.query_map_weight == 1
-        assert info.train_config["meta_batch"] == 16 and tuple(info.model.policy.conv_strides) == (2, 2, 1)
-        adapted, initial = adapted_to_a_random_video(rollout)
-        assert not torch.equal(adapted["target_query"], initial["target_query"])
 
 
 def test_shipped_pick_place_checkpoint_reads_the_object_and_the_box() -> None:
@@ -90,12 +98,7 @@ def test_shipped_pick_place_ablation_trained_alike() -> None:
     GPU (`launch/gpu_train.sh pick_place`), each trained on by the same 1500-step anneal on data/pp4 (checkpoints/README.md),
     at the steps val chose; the two learned losses read the box too."""
     for file, (kind, step) in PICK_PLACE_ABLATION.items():
-        rollout = Rollout.from_checkpoint(SHIPPED / file)
-        info = rollout.info
-        assert info.env["family"] == "pick_place" and info.step == step and info.model.adaptation_loss.kind == kind
-        assert info.train_config["init_from"] == f"checkpoints/{file}" and info.train_config["data"] == "data/pp4"
+        info = continued_shipped_file(file, "pick_place", kind, step, (2, 1, 1))
+        assert info.train_config["data"] == "data/pp4"
         assert info.train_config["lr_schedule"] == "cosine" and info.train_config["steps"] == 1500
-        assert info.train_config["meta_batch"] == 16 and tuple(info.model.policy.conv_strides) == (2, 1, 1)
         assert info.model.policy.place_query == (kind != "encoder") and info.git_revision.startswith("2521be1")
-        adapted, initial = adapted_to_a_random_video(rollout)
-        assert not torch.equal(adapted["target_query"], initial["target_query"])
