@@ -40,8 +40,9 @@ class AdaptationLossConfig:
     # appearance to the query. Add `target_query` to meta.adapt_only for DAML's step to move the query.
     target_match: bool = False
     match_scale: float = 5.0  # initial (meta-learned) weight of DAML's match term, and of the black box's query
-    # DAML only: a second match term, with a reader of its own, aims the policy's place query (needs
-    # policy.place_query) at where the video's object ends: pick_place's box. Add `place_query` to meta.adapt_only.
+    # A second read, for the policy's place query (needs policy.place_query): where the video's object ends,
+    # pick_place's box. DAML: a second match term, with a reader of its own (add `place_query` to
+    # meta.adapt_only); the black box: a second reader, whose appearance mapped linearly is the place query.
     place_match: bool = False
 
     def __post_init__(self) -> None:
@@ -85,30 +86,45 @@ class TemporalConvLoss(nn.Module):
 
 class TemporalVideoEncoder(nn.Module):
     """A video pass (``PolicyOutput`` of T frames) -> (embedding_dim,): ``temporal_conv_net``'s outputs averaged
-    over time. With ``cfg.target_match`` the last ``query_dim`` entries are instead a linear map of the target
-    appearance that a ``TargetReader`` reads from the feature maps (the policy's target query)."""
+    over time. With ``cfg.target_match`` the next ``query_dim`` entries are instead a linear map of the target
+    appearance that a ``TargetReader`` reads from the feature maps (the policy's target query); with
+    ``cfg.place_match`` the last ``query_dim`` entries come the same way from a second reader (the place query)."""
 
     def __init__(self, feature_dim: int, embedding_dim: int, cfg: AdaptationLossConfig = AdaptationLossConfig(kind="encoder"),
                  query_dim: int = 0) -> None:
         super().__init__()
         if cfg.target_match and not query_dim:
             raise ValueError("target_match needs a policy with a target query (policy.target_query=true)")
-        self.net = temporal_conv_net(feature_dim, cfg, embedding_dim - (query_dim if cfg.target_match else 0))
+        if cfg.place_match and not cfg.target_match:
+            raise ValueError("the black box's place read (place_match) comes with its target read: set "
+                             "adaptation_loss.target_match=true too")
+        queries = int(cfg.target_match) + int(cfg.place_match)
+        self.net = temporal_conv_net(feature_dim, cfg, embedding_dim - queries * query_dim)
         self.reader = TargetReader(query_dim) if cfg.target_match else None
         self.to_query = nn.Linear(query_dim, query_dim) if cfg.target_match else None
         # A freshly initialised linear map gives a query too small to pick anything out of the robot's view (the
         # softmax over it stays uniform, and so gets no gradient); scaled like DAML's match step, it starts sharp.
         self.query_log_scale = nn.Parameter(torch.tensor(math.log(cfg.match_scale))) if cfg.target_match else None
+        self.place_reader = TargetReader(query_dim) if cfg.place_match else None
+        self.to_place = nn.Linear(query_dim, query_dim) if cfg.place_match else None
+        self.place_log_scale = nn.Parameter(torch.tensor(math.log(cfg.match_scale))) if cfg.place_match else None
 
     def forward(self, output: PolicyOutput) -> Tensor:
         features = output.features
         if features.dim() != 2:
             raise ValueError(f"the encoder reads one video's (T, F) features, got shape {tuple(features.shape)}")
-        embedding = self.net(_time_last(features)).mean(dim=-1)[0]
-        if self.reader is None:
-            return embedding
-        _, appearance = self.reader(video_maps(output))
-        return torch.cat([embedding, self.query_log_scale.exp() * self.to_query(appearance)])
+        parts = [self.net(_time_last(features)).mean(dim=-1)[0]]
+        if self.reader is not None:
+            parts.append(_query_from(self.reader, self.to_query, self.query_log_scale, video_maps(output)))
+        if self.place_reader is not None:
+            parts.append(_query_from(self.place_reader, self.to_place, self.place_log_scale, video_maps(output)))
+        return torch.cat(parts)
+
+
+def _query_from(reader: TargetReader, to_query: nn.Linear, log_scale: Tensor, maps: Tensor) -> Tensor:
+    """The black box's query: a scaled linear map of the appearance that ``reader`` reads from a video's maps."""
+    _, appearance = reader(maps)
+    return log_scale.exp() * to_query(appearance)
 
 
 class LinearFeatureLoss(nn.Module):

@@ -172,9 +172,9 @@ def build_imitation_learner(
         raise ValueError("adaptation_loss.place_match=true aims the policy's place query: set policy.place_query=true too")
     if bc_cfg.place_map_weight and not policy_cfg.place_query:
         raise ValueError("bc.place_map_weight>0 trains the policy's place query: set policy.place_query=true too")
-    if loss_cfg.kind == "encoder" and policy_cfg.place_query:
-        raise ValueError("the black box (adaptation_loss.kind=encoder) has no read for the place query: set "
-                         "policy.place_query=false")
+    if loss_cfg.kind == "encoder" and policy_cfg.place_query and not loss_cfg.place_match:
+        raise ValueError("the black box (adaptation_loss.kind=encoder) writes the place query from its place read: "
+                         "set adaptation_loss.place_match=true too (or policy.place_query=false)")
     policy = init_parameters(Policy(policy_cfg), generator)
     query_dim = policy_cfg.conv_filters[-1] if policy_cfg.target_query else 0
     if loss_cfg.kind == "encoder":

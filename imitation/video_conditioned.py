@@ -3,7 +3,7 @@
 DAML adapts the policy by a gradient step on a learned loss of the video's per-frame features. The black-box
 policy reads the *same* features (the policy's last hidden layer on the video, robot state zeroed) with the
 same temporal convolutions, averages their outputs over time, and uses the result as the policy's
-bias-transformation vector (and target query, when the policy has one): conditioning instead of adaptation, with
+bias-transformation vector (and target and place queries, when the policy has them): conditioning instead of adaptation, with
 no inner gradient at all. Both are trained by behaviour cloning on a robot demo of the task, so the only
 difference is how the video gets in.
 
@@ -23,7 +23,7 @@ from torch.func import functional_call
 from imitation.maml import MetaBatch, MetaConfig, MetaLearner, Params
 
 # The policy parameters that the video's embedding replaces (those the policy has), in the embedding's order.
-CONDITIONED = ("bias_transform", "target_query")
+CONDITIONED = ("bias_transform", "target_query", "place_query")
 
 
 def conditioned_sizes(model: nn.Module) -> dict[str, int]:

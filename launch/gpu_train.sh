@@ -4,7 +4,8 @@
 # The recipe is push's (checkpoints/README.md, Push): the query-map label, a meta-batch of 16, every 4th frame.
 #   FAMILY-gpu-daml    DAML (one command, no earlier stage)
 #   FAMILY-gpu-linear  the same with the learned *linear* loss (the ablation)
-#   FAMILY-gpu-bb      the black-box baseline (a video encoder writes the policy's bias and target query)
+#   FAMILY-gpu-bb      the black-box baseline (a video encoder writes the policy's bias and target query, and for
+#                      pick_place its place query)
 #   FAMILY-gpu-tune    the shipped DAML model (FROM/FAMILY-daml.pt) trained on at a third of the learning rate; only
 #                      when that file exists
 # The first three start from scratch, or with FROM set from FROM/FAMILY-daml.pt, FAMILY-linear.pt and
@@ -64,8 +65,9 @@ recipe=(policy.goal_prediction=true policy.target_query=true policy.hue_predicti
       bc.query_map_weight=1 meta_batch=16 steps=1000000 val_every=0 ckpt_every="${CKPT_EVERY:-500}" log_every=100
       logger=none progress=false threads=1 loader=gpu device="$device")
 
-# pick_place reads the box as well as the object (docs/imitation.md, the place query): DAML's and the linear loss's
-# runs, and the tune of the shipped model (which has one), get the place query; the black box has no read for it.
+# pick_place reads the box as well as the object (docs/imitation.md, the place query): every run gets the place
+# query (the black box writes it from a second reader of the video; its meta.adapt_only is its own, the queries it
+# writes)
 place=()
 [ "$family" != pick_place ] || place=(policy.place_query=true adaptation_loss.place_match=true bc.place_map_weight=1
                                      "meta.adapt_only=[bias_transform,target_query,fc,head,place_query]")
@@ -89,7 +91,7 @@ start() {  # KIND: sets `init` to init_from=FROM/FAMILY-KIND.pt when FROM is set
 
 start daml && train "$family-gpu-daml" "${place[@]}" "${init[@]}"
 start linear && train "$family-gpu-linear" adaptation_loss.kind=linear "${place[@]}" "${init[@]}"
-start blackbox && train "$family-gpu-bb" adaptation_loss.kind=encoder "${init[@]}"
+start blackbox && train "$family-gpu-bb" adaptation_loss.kind=encoder "${place[@]}" "${init[@]}"
 if [ -f "$shipped/$family-daml.pt" ]; then
     train "$family-gpu-tune" init_from="$shipped/$family-daml.pt" meta.meta_lr=3e-4 "${place[@]}"
 else

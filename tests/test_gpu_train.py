@@ -98,14 +98,14 @@ def test_a_failed_run_fails_the_job_and_names_its_log(tmp_path: Path) -> None:
 
 
 def test_pick_place_runs_read_the_box_too(tmp_path: Path) -> None:
-    """pick_place's DAML, linear and tune runs get the place query (the shipped model has one, so the tune must);
-    the black box, which has no read for it, does not. Every run reads a 32x32 map, as the shipped model."""
+    """pick_place's runs all get the place query (the shipped model has one, so the tune must; the black box writes it
+    from its place read). Every run reads a 32x32 map, as the shipped model."""
     job = tmp_path / "job"
     result = gpu_train("pick_place", job, 300, "meta_batch=2 loader.workers=0 steps=1")
     assert result.returncode == 0, result.stderr
-    for run, place in (("daml", True), ("linear", True), ("bb", False), ("tune", True)):
+    for run in ("daml", "linear", "bb", "tune"):
         config = OmegaConf.load(job / "runs" / f"pick_place-gpu-{run}" / "config.yaml")
-        assert config.policy.place_query == place and config.adaptation_loss.place_match == place, run
+        assert config.policy.place_query and config.adaptation_loss.place_match and config.bc.place_map_weight == 1, run
         assert config.policy.conv_strides == [2, 1, 1], run
         assert last_step(job / "runs" / f"pick_place-gpu-{run}") == 1
 

@@ -9,15 +9,17 @@ from torch.func import functional_call
 from imitation.adaptation_loss import build_adaptation_loss
 from imitation.maml import MetaConfig
 from imitation.video_conditioned import VideoConditionedLearner
-from tests.test_maml import TINY_GOAL_POLICY, TINY_LOSS, tiny_learner
+from tests.test_maml import TINY_GOAL_POLICY, TINY_LOSS, TINY_PLACE_POLICY, tiny_learner
 
 ENCODER = replace(TINY_LOSS, kind="encoder")
+PLACE_ENCODER = replace(ENCODER, target_match=True, place_match=True)  # reads the object and where it ends
 
 
 @pytest.mark.parametrize("policy, conditioned, encoder", [
     (None, ["bias_transform"], ENCODER),
     (TINY_GOAL_POLICY, ["bias_transform", "target_query"], ENCODER),
     (TINY_GOAL_POLICY, ["bias_transform", "target_query"], replace(ENCODER, target_match=True)),
+    (TINY_PLACE_POLICY, ["bias_transform", "target_query", "place_query"], PLACE_ENCODER),
 ])
 def test_the_video_sets_the_conditioned_parameters_and_nothing_else(policy, conditioned: list[str], encoder) -> None:
     extra = {} if policy is None else {"policy": policy}
@@ -34,8 +36,11 @@ def test_the_video_sets_the_conditioned_parameters_and_nothing_else(policy, cond
         assert not torch.allclose(functional_call(learner.model, a, (images, states)).actions, learner.model(images, states).actions)
 
 
-def test_training_is_behaviour_cloning_through_the_encoder() -> None:
-    learner, batch = tiny_learner(MetaConfig(), torch.float64, ENCODER)
+@pytest.mark.parametrize("policy, encoder", [(None, ENCODER), (TINY_PLACE_POLICY, PLACE_ENCODER)])
+def test_training_is_behaviour_cloning_through_the_encoder(policy, encoder) -> None:
+    extra = {} if policy is None else {"policy": policy}
+    learner, batch = tiny_learner(MetaConfig(), torch.float64, encoder, **extra)
+    written = {f"model.{name}" for name in learner.param_names}  # the encoder writes these: BC never reaches them
     before = {name: p.detach().clone() for name, p in learner.named_parameters()}
     first = learner.evaluate(batch)
     assert set(first) == {"outer_loss_pre", "outer_loss_post"}
@@ -43,7 +48,7 @@ def test_training_is_behaviour_cloning_through_the_encoder() -> None:
         stats = learner.meta_step(batch)
     assert set(stats) == {"outer_loss", "grad_norm", "grad_norm_model", "grad_norm_inner_loss"}
     assert stats["grad_norm_inner_loss"] > 0
-    assert all(not torch.equal(before[name], p) for name, p in learner.named_parameters() if name != "model.bias_transform")
+    assert all(not torch.equal(before[name], p) for name, p in learner.named_parameters() if name not in written)
     assert learner.evaluate(batch)["outer_loss_post"] < first["outer_loss_post"]
 
 
@@ -61,3 +66,12 @@ def test_vmap_matches_loop() -> None:
 def test_the_encoder_is_not_a_loss() -> None:
     with pytest.raises(ValueError, match="not a loss"):
         build_adaptation_loss(4, ENCODER)
+
+
+def test_the_place_read_needs_the_target_read_and_a_place_query() -> None:
+    with pytest.raises(ValueError, match="target_match=true"):
+        tiny_learner(MetaConfig(), torch.float64, replace(ENCODER, place_match=True), policy=TINY_PLACE_POLICY)
+    with pytest.raises(ValueError, match="place_match=true"):
+        tiny_learner(MetaConfig(), torch.float64, replace(ENCODER, target_match=True), policy=TINY_PLACE_POLICY)
+    with pytest.raises(ValueError, match="place_query=true"):
+        tiny_learner(MetaConfig(), torch.float64, PLACE_ENCODER, policy=TINY_GOAL_POLICY)
