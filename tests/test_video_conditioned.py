@@ -9,21 +9,20 @@ from torch.func import functional_call
 from imitation.adaptation_loss import build_adaptation_loss
 from imitation.maml import MetaConfig
 from imitation.video_conditioned import VideoConditionedLearner
-from tests.test_maml import TINY_GOAL_POLICY, TINY_LOSS, TINY_PLACE_POLICY, tiny_learner
+from tests.test_maml import TINY_GOAL_POLICY, TINY_LOSS, TINY_PLACE_POLICY, TINY_POLICY, tiny_learner
 
 ENCODER = replace(TINY_LOSS, kind="encoder")
 PLACE_ENCODER = replace(ENCODER, target_match=True, place_match=True)  # reads the object and where it ends
 
 
 @pytest.mark.parametrize("policy, conditioned, encoder", [
-    (None, ["bias_transform"], ENCODER),
+    (TINY_POLICY, ["bias_transform"], ENCODER),
     (TINY_GOAL_POLICY, ["bias_transform", "target_query"], ENCODER),
     (TINY_GOAL_POLICY, ["bias_transform", "target_query"], replace(ENCODER, target_match=True)),
     (TINY_PLACE_POLICY, ["bias_transform", "target_query", "place_query"], PLACE_ENCODER),
 ])
 def test_the_video_sets_the_conditioned_parameters_and_nothing_else(policy, conditioned: list[str], encoder) -> None:
-    extra = {} if policy is None else {"policy": policy}
-    learner, batch = tiny_learner(MetaConfig(learn_inner_lr=True, inner_steps=3), torch.float64, encoder, **extra)
+    learner, batch = tiny_learner(MetaConfig(learn_inner_lr=True, inner_steps=3), torch.float64, encoder, policy=policy)
     assert isinstance(learner, VideoConditionedLearner) and learner.param_names == conditioned
     videos = batch.support_inputs[0]
     with torch.no_grad():
@@ -36,10 +35,9 @@ def test_the_video_sets_the_conditioned_parameters_and_nothing_else(policy, cond
         assert not torch.allclose(functional_call(learner.model, a, (images, states)).actions, learner.model(images, states).actions)
 
 
-@pytest.mark.parametrize("policy, encoder", [(None, ENCODER), (TINY_PLACE_POLICY, PLACE_ENCODER)])
+@pytest.mark.parametrize("policy, encoder", [(TINY_POLICY, ENCODER), (TINY_PLACE_POLICY, PLACE_ENCODER)])
 def test_training_is_behaviour_cloning_through_the_encoder(policy, encoder) -> None:
-    extra = {} if policy is None else {"policy": policy}
-    learner, batch = tiny_learner(MetaConfig(), torch.float64, encoder, **extra)
+    learner, batch = tiny_learner(MetaConfig(), torch.float64, encoder, policy=policy)
     written = {f"model.{name}" for name in learner.param_names}  # the encoder writes these: BC never reaches them
     before = {name: p.detach().clone() for name, p in learner.named_parameters()}
     first = learner.evaluate(batch)
@@ -52,8 +50,9 @@ def test_training_is_behaviour_cloning_through_the_encoder(policy, encoder) -> N
     assert learner.evaluate(batch)["outer_loss_post"] < first["outer_loss_post"]
 
 
-def test_vmap_matches_loop() -> None:
-    loop, batch = tiny_learner(MetaConfig(task_batching="loop"), torch.float64, ENCODER)
+@pytest.mark.parametrize("policy, encoder", [(TINY_POLICY, ENCODER), (TINY_PLACE_POLICY, PLACE_ENCODER)])
+def test_vmap_matches_loop(policy, encoder) -> None:
+    loop, batch = tiny_learner(MetaConfig(task_batching="loop"), torch.float64, encoder, policy=policy)
     vmapped = VideoConditionedLearner(loop.model, loop.inner_loss, loop.outer_loss, replace(loop.cfg, task_batching="vmap"))
     a, b = loop.meta_loss(batch)[0], vmapped.meta_loss(batch)[0]
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
