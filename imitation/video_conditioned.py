@@ -4,11 +4,11 @@ DAML adapts the policy by a gradient step on a learned loss of the video's per-f
 policy reads the *same* features (the policy's last hidden layer on the video, robot state zeroed) with the
 same temporal convolutions, averages their outputs over time, and uses the result as the policy's
 bias-transformation vector (and target and place queries, when the policy has them): conditioning instead of
-adaptation, with no inner gradient at all. Both are trained by behaviour cloning on a robot demo of the task, so the only
-difference is how the video gets in.
+adaptation, with no inner gradient at all. Both are trained by behaviour cloning on a robot demo of the task, so
+the only difference is how the video gets in.
 
 It is a ``MetaLearner`` whose "adaptation" is that encoder, so training, checkpoints, rollout and evaluation
-handle it unchanged (``Params`` then holds the encoded bias transform).
+handle it unchanged (``Params`` then holds the encoded bias transform and queries).
 """
 
 from __future__ import annotations

@@ -95,8 +95,8 @@ PICK_PLACE_ABLATION = {"pick_place-daml-gpu.pt": ("temporal", 1500), "pick_place
 
 def test_shipped_pick_place_ablation_trained_alike() -> None:
     """checkpoints/pick_place-{daml-gpu,linear,blackbox}.pt (not in `make run`): session 19's runs from scratch on one
-    GPU (`launch/gpu_train.sh pick_place`), each trained on by the same 1500-step anneal on data/pp4 (checkpoints/README.md),
-    at the steps val chose; the two learned losses read the box too."""
+    GPU (`launch/gpu_train.sh pick_place`), each trained on by the same 1500-step anneal on data/pp4
+    (checkpoints/README.md), at the steps val chose; the two learned losses read the box too."""
     for file, (kind, step) in PICK_PLACE_ABLATION.items():
         info = continued_shipped_file(file, "pick_place", kind, step, (2, 1, 1))
         assert info.train_config["data"] == "data/pp4"
