@@ -15,8 +15,10 @@ seed stream). The policy adapts to each task's video, then:
 - **find**: in an expert episode of the task (the evaluation's first trial arrangement), the query's soft-argmax
   point in each robot frame against the target's true x, y on the table. A quadratic map from point to table,
   fit on 4/5 of the tasks and tested on the rest (5 folds), gives an RMSE that, beside the positions' spread, says
-  how precisely the query locates the target (a query that finds nothing leaves the spread). A policy trained with
-  a target-position head (policy.target_position) also gets that head's own RMSE, with no map fit.
+  how precisely the query locates the target (a query that finds nothing leaves the spread); the same on the
+  episodes' first frames alone (the arm far from the target) and over their last quarters (the arm at it) says
+  whether the arm's approach throws the point off. A policy trained with a target-position head
+  (policy.target_position) also gets that head's own RMSE, with no map fit.
 - **where**: the share of the query's softmax (first robot frame) within 6 px of the target's centre, and of the other
   objects' (projected through the robot camera), and the cell where it peaks most often, with its share of tasks: a
   query held by one fixed cell (an image border, say) locates nothing whatever the video.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -135,20 +138,32 @@ def softmax_places(softmax: np.ndarray, positions: list[np.ndarray], chosen: int
             "peak": (int(peak[0]), int(peak[1]))}
 
 
-def localisation_rmse(results: list[dict], folds: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """(RMSE, spread) in metres of the target's x, y from the query point: each fold of tasks predicted by a
-    quadratic map fit on the other folds (so every task is held out once)."""
+class Localisation(NamedTuple):
+    """How precisely a quadratic map from the query point gives the target's x, y (metres), on held-out tasks."""
+
+    rmse: np.ndarray  # over every frame
+    spread: np.ndarray  # the std of the target's x, y: what a point that locates nothing would leave
+    first_frame: np.ndarray  # RMSE on each episode's first frame (the arm far away)
+    last_quarter: np.ndarray  # RMSE over each episode's last quarter of frames (the arm at the target)
+
+
+def localisation(results: list[dict], folds: int = 5) -> Localisation:
+    """Each fold of tasks predicted by a quadratic map fit on the other folds (so every task is held out once)."""
     fold_of = np.arange(len(results)) % folds
-    errors, targets = [], []
+    errors, targets = [], []  # per task: (frames, 2)
     for fold in range(folds):
         fit = [r for r, f in zip(results, fold_of) if f != fold]
-        held_out = [r for r, f in zip(results, fold_of) if f == fold]
         weights = np.linalg.lstsq(quadratic_features(np.concatenate([r["points"] for r in fit])),
                                   np.concatenate([r["targets"] for r in fit]), rcond=None)[0]
-        truth = np.concatenate([r["targets"] for r in held_out])
-        errors.append(quadratic_features(np.concatenate([r["points"] for r in held_out])) @ weights - truth)
-        targets.append(truth)
-    return np.sqrt((np.concatenate(errors) ** 2).mean(0)), np.concatenate(targets).std(0)
+        for r in (r for r, f in zip(results, fold_of) if f == fold):
+            errors.append(quadratic_features(np.asarray(r["points"])) @ weights - np.asarray(r["targets"]))
+            targets.append(np.asarray(r["targets"]))
+
+    def rmse(errs: list[np.ndarray]) -> np.ndarray:
+        return np.sqrt((np.concatenate(errs) ** 2).mean(0))
+
+    return Localisation(rmse(errors), np.concatenate(targets).std(0), rmse([e[:1] for e in errors]),
+                        rmse([e[-max(1, len(e) // 4):] for e in errors]))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -176,6 +191,8 @@ class QuerySummary:
     uniform_entropy: float  # log(cells)
     rmse: np.ndarray  # metres, the target's x, y from the query point (held out)
     spread: np.ndarray  # metres, the std of the target's x, y
+    rmse_first_frame: np.ndarray  # metres, as rmse on the episodes' first frames only
+    rmse_last_quarter: np.ndarray  # metres, as rmse over the episodes' last quarter of frames (the arm at the target)
     head_rmse: np.ndarray | None  # metres, the target's x, y from the policy's own position head (None: no head)
     target_mass: float  # mean share of the first frame's softmax near the target
     other_mass: float  # ... and near the other objects
@@ -196,7 +213,7 @@ def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0, q
     results = [probe_task(rollout, env, cfg, plan, policy.hue_prediction, query_scale)
                for plan in plan_tasks(cfg, rollout.info.env["family"])]
     env.close()
-    rmse, spread = localisation_rmse(results)
+    found = localisation(results)
     peaks = [r["peak"] for r in results]
     peak = max(set(peaks), key=peaks.count)
     head_rmse = None
@@ -208,7 +225,8 @@ def probe(checkpoint: str, split: str = "val", tasks: int = 40, seed: int = 0, q
         read_right=sum(r["read_right"] for r in results) if policy.hue_prediction else None,
         median_hue_error=float(np.median([r["hue_error"] for r in results])) if policy.hue_prediction else None,
         query_norm=float(np.mean([r["norm"] for r in results])), entropy=float(np.mean([r["entropy"] for r in results])),
-        uniform_entropy=float(np.log(np.prod(results[0]["grid"]))), rmse=rmse, spread=spread, head_rmse=head_rmse,
+        uniform_entropy=float(np.log(np.prod(results[0]["grid"]))), rmse=found.rmse, spread=found.spread,
+        rmse_first_frame=found.first_frame, rmse_last_quarter=found.last_quarter, head_rmse=head_rmse,
         target_mass=float(np.mean([r["target_mass"] for r in results])),
         other_mass=float(np.mean([r["other_mass"] for r in results])), common_peak=peak,
         common_peak_share=peaks.count(peak) / len(peaks), cells=results[0]["grid"],
@@ -232,7 +250,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{summary.entropy:.2f} nats (uniform: {summary.uniform_entropy:.2f})")
     print(f"find:     the query point locates the target's x, y to an RMSE of {summary.rmse[0] * 100:.1f}, "
           f"{summary.rmse[1] * 100:.1f} cm (the positions' spread: {summary.spread[0] * 100:.1f}, "
-          f"{summary.spread[1] * 100:.1f} cm)")
+          f"{summary.spread[1] * 100:.1f} cm); on the first frame {summary.rmse_first_frame[0] * 100:.1f}, "
+          f"{summary.rmse_first_frame[1] * 100:.1f} cm, over the last quarter of the episode "
+          f"{summary.rmse_last_quarter[0] * 100:.1f}, {summary.rmse_last_quarter[1] * 100:.1f} cm")
     print(f"where:    {summary.target_mass:.0%} of the first frame's softmax lies within {NEAR_PIXELS:g} px of the target, "
           f"{summary.other_mass:.0%} near the other objects; it peaks at cell {summary.common_peak} of "
           f"{summary.cells[0]}x{summary.cells[1]} in {summary.common_peak_share:.0%} of the tasks")

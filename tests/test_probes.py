@@ -57,6 +57,22 @@ def test_softmax_places_weighs_the_mass_near_the_chosen_thing_and_the_others() -
     assert probe_query.softmax_places(softmax, things, 0, size)["other_mass"] == 1.0
 
 
+def test_localisation_holds_tasks_out_and_tells_the_first_frame_from_the_last_quarter() -> None:
+    """A point that follows the target exactly until the arm comes and then wanders in u (the table's x) is precise on
+    the first frame and off in x, not y, over the last quarter."""
+    rng = np.random.default_rng(0)
+    results = []
+    for _ in range(20):
+        target = rng.uniform([0.4, -0.2], [0.7, 0.2])
+        points = np.tile((target - [0.55, 0.0]) * 5, (40, 1))
+        points[30:, 0] += rng.normal(0, 0.1, 10)  # 2 cm of table x per 0.1 of u
+        results.append({"points": list(points), "targets": [target] * 40})
+    found = probe_query.localisation(results)
+    assert np.all(found.first_frame < 0.005), found
+    assert found.last_quarter[0] > 0.01 > 0.005 > found.last_quarter[1], found
+    assert np.all(found.rmse < found.spread / 2), found
+
+
 def test_probe_query_refuses_too_few_tasks() -> None:
     with pytest.raises(SystemExit):
         probe_query.parse_args(["--checkpoint", "x.pt", "--tasks", "4"])
