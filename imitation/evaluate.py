@@ -57,7 +57,7 @@ from envs.task_spec import NUM_CONTAINERS, NUM_OBJECTS
 from imitation.checkpoint import read_checkpoint
 from imitation.eval_report import Row, bar_plot, markdown_table, summarise, write_png
 from imitation.maml import Params
-from imitation.rollout import Actor, Rollout, expert_actor, load_dataset_task, random_actor, run_episode, side_by_side
+from imitation.rollout import Rollout, expert_actor, load_dataset_task, random_actor, run_episode, side_by_side
 from imitation.tracking import LoggerConfig, RunLogger
 
 log = logging.getLogger(__name__)
@@ -295,15 +295,17 @@ def deploy_job(cfg: EvalConfig, plan: TaskPlan, variant: Variant, demo: Demonstr
     """One variant on one task: adapt once from the task's demonstration, deploy `trials` times; the episode records."""
     rollout = workspace.rollouts.get(variant.checkpoint, workspace.first)
     env = workspace.env(rollout)
-    act: Optional[Actor] = None
+    params = None
     steps_used = None  # inner steps actually taken (None for the methods without a model)
     if variant.method in MODEL_METHODS:
-        act = rollout.actor(adapted_params(rollout, variant, demo))
+        params = adapted_params(rollout, variant, demo)
         steps_used = 0 if variant.method == "none" else (rollout.inner_steps if variant.inner_steps is None else variant.inner_steps)
     episodes = []
     for trial in range(cfg.trials):
         seed = eval_seed(cfg.seed, plan.index, "trial", trial)
-        if variant.method == "random":
+        if params is not None:
+            act = rollout.actor(params)  # one episode's: it may keep the episode's first observation
+        elif variant.method == "random":
             act = random_actor(np.random.default_rng([seed, 1]))  # a stream of its own, not the env's
         elif variant.method == "expert":
             act = expert_actor(env)

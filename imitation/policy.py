@@ -54,6 +54,13 @@ class PolicyConfig:
     # the video's object ends in (AdaptationLossConfig.place_match, meta.adapt_only with `place_query`), and the
     # outer loss tells it where that is (BCLossConfig.place_map_weight).
     place_query: bool = False
+    # The target query's point on the episode's *first* frame joins the end of the first FC input, beside the current
+    # frame's: a memory of where the target was before the arm came near it. With the arm at the target the current
+    # point wanders along the camera's depth axis (launch.probe_query: reach's shipped model, 1.9 cm x error on the
+    # first frame, 5.0 cm over the last quarter). A sequence's first frame is its first along the last leading
+    # dimension of the inputs (time); one observation at a time, the actor passes the episode's first with it
+    # (imitation.rollout.Rollout.actor). Needs target_query.
+    query_anchor: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
 
@@ -68,6 +75,8 @@ class PolicyConfig:
             raise ValueError("hue_prediction reads the target query: set target_query=true too")
         if self.target_position and not self.target_query:
             raise ValueError("target_position reads the target query's point: set target_query=true too")
+        if self.query_anchor and not self.target_query:
+            raise ValueError("query_anchor keeps the target query's first point: set target_query=true too")
 
 
 # About the MIL/DAML pushing network, at the size those papers used; meant for a GPU.
@@ -109,6 +118,15 @@ class PolicyOutput(NamedTuple):
     place_logits: Tensor | None = None  # (..., h, w): the place query's scores over the last map; None without cfg.place_query
 
 
+def _first_of_sequence(points: Tensor, lead: torch.Size) -> Tensor:
+    """(N, 2) points of frames with leading dims `lead` -> for each frame, its sequence's first point (N, 2): the
+    sequences run along the last leading dimension (one frame without leading dims is its own first)."""
+    if not lead:
+        return points
+    sequences = points.reshape(*lead, points.shape[-1])
+    return sequences[..., :1, :].expand_as(sequences).reshape(points.shape)
+
+
 def _query(feature_map: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
     """(N, C, h, w) map and a (C,) query -> its scores (N, h, w) at every position, and their soft-argmax (N, 2)."""
     scores = torch.einsum("nchw,c->nhw", feature_map, query)
@@ -144,7 +162,8 @@ class Policy(nn.Module):
         self.goal = nn.Linear(points_dim + cfg.bias_transform_dim + place_dim, GOAL_DIM) if cfg.goal_prediction else None
         self.hue = nn.Linear(channels, HUE_DIM) if cfg.hue_prediction else None
         self.locate = nn.Linear(QUADRATIC_DIM, POSITION_DIM) if cfg.target_position else None
-        sizes = (points_dim + cfg.state_dim + cfg.bias_transform_dim + goal_dim + place_dim, *cfg.fc_sizes)
+        anchor_dim = 2 if cfg.query_anchor else 0
+        sizes = (points_dim + cfg.state_dim + cfg.bias_transform_dim + goal_dim + place_dim + anchor_dim, *cfg.fc_sizes)
         self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], cfg.action_dim)
         # Registered last: the adapted parameters (and so MetaLearner's inner lrs) keep their order with one more at
@@ -177,7 +196,8 @@ class Policy(nn.Module):
         if self.goal is not None:
             goal = self.goal(torch.cat([points, bias, place], dim=-1))
             inputs.append(goal)
-        h = torch.cat([*inputs, place], dim=-1)
+        anchor = _first_of_sequence(query_point, lead) if self.cfg.query_anchor else points[:, :0]
+        h = torch.cat([*inputs, place, anchor], dim=-1)
         for layer in self.fc:
             h = F.relu(layer(h))
         actions = self.head(h)

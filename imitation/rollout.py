@@ -21,7 +21,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.func import functional_call
 
 import envs
@@ -165,12 +165,19 @@ class Rollout:
         return envs.make(keywords.pop("family"), **keywords)
 
     def actor(self, params: Params) -> Actor:
-        """The policy with `params` as a function of one observation."""
+        """The policy with `params` as a function of one observation, for one episode: a policy with a query anchor
+        (policy.query_anchor) sees the episode's first observation beside each one, as in training."""
+        first: list[tuple[Tensor, Tensor]] = []
+
         def act(obs: dict[str, np.ndarray]) -> np.ndarray:
             image = torch.from_numpy(np.ascontiguousarray(obs["image"]))[None]
             state = torch.from_numpy(np.asarray(obs["state"], dtype=np.float32))[None]
+            if self.info.model.policy.query_anchor:
+                if not first:
+                    first.append((image, state))
+                image, state = torch.cat([first[0][0], image]), torch.cat([first[0][1], state])
             with torch.no_grad():
-                return functional_call(self.model, params, (image, state)).actions[0].numpy()
+                return functional_call(self.model, params, (image, state)).actions[-1].numpy()
         return act
 
     def deploy(self, params: Params, env: gym.Env, task: envs.TaskSpec | dict, seed: int, keep_frames: bool = True) -> Episode:

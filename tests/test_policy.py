@@ -139,6 +139,25 @@ def test_place_query_scores_the_map_and_its_point_enters_only_at_the_end_of_the_
     assert Policy(PolicyConfig(target_query=True))(images, states).place_logits is None
 
 
+def test_query_anchor_gives_every_frame_its_sequence_first_point() -> None:
+    """policy.query_anchor: a frame's actions depend on its sequence's first frame (along the last leading dimension),
+    and a frame passed after the first, as a pair, acts as it does inside the whole sequence."""
+    policy = init_parameters(Policy(PolicyConfig(target_query=True, query_anchor=True)), torch.Generator().manual_seed(0))
+    policy.requires_grad_(False).target_query.normal_(generator=torch.Generator().manual_seed(1))
+    images, states = frames(2, 5), torch.randn(2, 5, 11, generator=torch.Generator().manual_seed(2))
+    whole = policy(images, states).actions
+    pair = policy(images[1, [0, 3]], states[1, [0, 3]]).actions
+    torch.testing.assert_close(pair[1], whole[1, 3])
+    other_first = images.clone()
+    other_first[:, 0] = frames(2, size=(64, 64), seed=5)
+    changed = policy(other_first, states).actions
+    assert not torch.allclose(changed[:, 1:], whole[:, 1:])  # the later frames see the new first one
+    policy.fc[0].weight[:, -2:] = 0  # the anchor enters through the last two inputs of the first FC layer only
+    torch.testing.assert_close(policy(other_first, states).actions[:, 1:], policy(images, states).actions[:, 1:])
+    with pytest.raises(ValueError, match="target_query"):
+        PolicyConfig(query_anchor=True)
+
+
 def test_place_map_label_lies_where_the_target_ends() -> None:
     """bc.place_map_weight: the place query's label at every frame is where the target is at the demo's last frame
     (in the box), not where it is at that frame."""

@@ -159,6 +159,25 @@ def test_deploy_is_closed_loop_and_replays_exactly(model: Rollout, scene) -> Non
     assert sheet.shape == (41, 64, 2 * 64 + 4, 3)
 
 
+def test_an_anchored_actor_keeps_the_episode_first_observation(scene, tmp_path: Path) -> None:
+    """policy.query_anchor: each step's action is the policy's on (first observation, this one), as in training, and
+    a new actor (a new episode) starts from its own first observation."""
+    anchored = replace(TINY_SPEC, policy=replace(TINY_SPEC.policy, target_query=True, query_anchor=True))
+    model = Rollout.from_checkpoint(write_tiny_checkpoint(tmp_path / "anchored.pt", anchored))
+    task, frames, env = scene
+    params = dict(model.adapt(frames))
+    params["target_query"] = 5 * torch.randn(8, generator=torch.Generator().manual_seed(0))  # untrained: zero, no point
+    episode = model.deploy(params, env, task, seed=7)
+    images, states = torch.from_numpy(episode.frames[:-1]), torch.from_numpy(episode.states[:-1])
+    with torch.no_grad():
+        whole = torch.func.functional_call(model.model, params, (images, states)).actions.numpy()
+    np.testing.assert_allclose(np.clip(whole, -1, 1), episode.actions, atol=1e-5)
+    elsewhere = model.deploy(params, env, task, seed=8)  # another arrangement
+    act = model.actor(params)
+    act({"image": elsewhere.frames[0], "state": elsewhere.states[0]})  # this actor's episode began there
+    assert not np.allclose(act({"image": episode.frames[9], "state": episode.states[9]}), episode.actions[9])
+
+
 def test_rollout_command_writes_the_side_by_side_video(tiny_checkpoint: Path, reference: Path, tmp_path: Path) -> None:
     record = rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), dataset=str(reference), task="1", split="train", out=str(tmp_path)))
     assert isinstance(record["success"], bool) and record["steps"] == EPISODE_LENGTH and record["seed"] >= 1 << 62
