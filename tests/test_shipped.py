@@ -20,16 +20,19 @@ def adapted_to_a_random_video(rollout: Rollout) -> tuple[dict, dict]:
 
 def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
     rollouts = {name: Rollout.from_checkpoint(SHIPPED / file) for name, file in SHIPPED_MODELS.items()}
-    daml, linear, black_box = rollouts["daml"], rollouts["linear"], rollouts["blackbox"]
-    for learned_loss in (daml, linear):
+    anchor, daml, linear, black_box = (rollouts[name] for name in ("anchor", "daml", "linear", "blackbox"))
+    for learned_loss in (anchor, daml, linear):
         assert set(learned_loss.learner.cfg.adapt_only) == {*POLICY_HEAD, "target_query"}
         assert not isinstance(learned_loss.learner, VideoConditionedLearner)
     assert isinstance(black_box.learner, VideoConditionedLearner)
-    assert (daml.info.model.adaptation_loss.kind, linear.info.model.adaptation_loss.kind) == ("temporal", "linear")
-    # as checkpoints/README.md says: linear is the mean of its run's checkpoints at steps 7500 to 10000
-    assert (daml.info.step, linear.info.step, black_box.info.step) == (9000, 10000, 9500)
-    averaged = read_checkpoint(SHIPPED / SHIPPED_MODELS["linear"])["averaged_from"]
-    assert [source["step"] for source in averaged] == list(range(7500, 10001, 500))
+    kinds = (anchor.info.model.adaptation_loss.kind, daml.info.model.adaptation_loss.kind, linear.info.model.adaptation_loss.kind)
+    assert kinds == ("linear", "temporal", "linear")
+    assert anchor.info.model.policy.query_anchor and not linear.info.model.policy.query_anchor
+    # as checkpoints/README.md says: anchor and linear are the means of their runs' checkpoints at steps 7500 to 10000
+    assert (anchor.info.step, daml.info.step, linear.info.step, black_box.info.step) == (10000, 9000, 10000, 9500)
+    for name in ("anchor", "linear"):
+        averaged = read_checkpoint(SHIPPED / SHIPPED_MODELS[name])["averaged_from"]
+        assert [source["step"] for source in averaged] == list(range(7500, 10001, 500))
     for rollout in rollouts.values():
         assert tuple(rollout.info.model.policy.conv_strides) == (2, 2, 1)  # all read a 16x16 last feature map
         assert rollout.info.model.adaptation_loss.target_match and rollout.info.model.policy.hue_prediction
