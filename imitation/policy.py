@@ -59,7 +59,8 @@ class PolicyConfig:
     # point wanders along the camera's depth axis (launch.probe_query: reach's shipped model, 1.9 cm x error on the
     # first frame, 5.0 cm over the last quarter). A sequence's first frame is its first along the last leading
     # dimension of the inputs (time); one observation at a time, the actor passes the episode's first with it
-    # (imitation.rollout.Rollout.actor). Needs target_query.
+    # (imitation.rollout.Rollout.actor). Needs target_query. On reach it helped with demos recorded under DART noise
+    # (collect's demo_noise) and hurt without (README, Results).
     query_anchor: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
