@@ -60,7 +60,7 @@ class PolicyConfig:
     # first frame, 5.0 cm over the last quarter). A sequence's first frame is its first along the last leading
     # dimension of the inputs (time); one observation at a time, the actor passes the episode's first with it
     # (imitation.rollout.Rollout.actor). Needs target_query. On reach it helped with demos recorded under DART noise
-    # (collect's demo_noise) and hurt without (README, Results).
+    # (collect's demo_noise) and hurt without; with seed=1 the run never learned the video read (README, Results).
     query_anchor: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
