@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -30,6 +30,12 @@ from demos.shards import Demo, TaskEpisodes, Video, remove_stale_temporaries, wr
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, bool], None]  # (kind, kept) after every episode
+Actor = Callable[[dict[str, np.ndarray]], np.ndarray]  # observation -> action (4,), for one episode
+# A trained policy for driven demos: the task's video (T', H, W, 3) uint8 -> that policy, adapted on it, as an Actor.
+Driver = Callable[[np.ndarray], Actor]
+# checkpoint path, env config (dict of EnvConfig) -> its Driver; built once per shard job, in the worker (picklable:
+# a module-level function). demos knows nothing of learning: `oneshot-collect` passes imitation's.
+DriverFactory = Callable[[str, dict], Driver]
 
 
 @dataclass
@@ -68,6 +74,7 @@ class CollectReport:
 
 # ----- one task, one shard ----------------------------------------------------------------------------------
 DART_STREAM = 0x0DA7  # seeds the demo's action noise apart from the env's own draws of the same seed
+HANDOVER_STREAM = 0x0D12  # seeds a driven demo's handover step apart from its noise
 
 
 def make_env(cfg: CollectConfig) -> gym.Env:
@@ -75,12 +82,15 @@ def make_env(cfg: CollectConfig) -> gym.Env:
     return envs.make(e.family, split=cfg.split, image_size=e.image_size, robot_visuals=e.robot_visuals, renderer=e.renderer)
 
 
-def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, noise: float = 0.0) -> Demo | None:
-    """One expert episode to the time limit; None when it fails.
+def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, noise: float = 0.0,
+                driver: Actor | None = None, handover: int = 0) -> Demo | None:
+    """One expert-labelled episode to the time limit; None when it fails.
 
     With ``noise`` > 0 the arm executes the expert's action plus Gaussian noise of that std on x, y, z (DART, Laskey
     et al. 2017), while the demo records the expert's clean action: the data then holds the expert's corrections
     from states a little off its own path, which a cloned policy visits and a noiseless expert never does.
+    With a ``driver`` (a driven demo, DAgger-like: Ross et al. 2011) the driver's action is executed instead for the
+    first ``handover`` steps, and the expert's action is still what the demo records, there too.
     """
     obs, info = env.reset(seed=seed, options={"task": task})
     perturb = np.random.default_rng([seed, DART_STREAM])
@@ -92,12 +102,24 @@ def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, nois
         states.append(obs["state"])
         actions.append(action)
         target_positions.append(env.unwrapped.privileged_view().target_position)
-        obs, _, terminated, truncated, info = env.step(with_dart_noise(action, perturb, noise))
+        if driver is not None and len(actions) <= handover:
+            executed = np.clip(np.asarray(driver(obs), dtype=np.float32), -1.0, 1.0)
+        else:
+            executed = with_dart_noise(action, perturb, noise)
+        obs, _, terminated, truncated, info = env.step(executed)
         done = terminated or truncated
     if not info["is_success"]:
         return None
     return Demo(np.stack(images), np.stack(states).astype(np.float32), np.stack(actions).astype(np.float32),
-                np.stack(target_positions).astype(np.float32), seed, attempt)
+                np.stack(target_positions).astype(np.float32), seed, attempt, driven_steps=None if driver is None else handover)
+
+
+def record_driven_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, noise: float, driver: Actor,
+                       max_fraction: float) -> Demo | None:
+    """A driven demo: the driver acts for a number of first steps drawn from the seed, then the expert (`record_demo`)."""
+    most = int(max_fraction * env.unwrapped.max_episode_steps)
+    handover = int(np.random.default_rng([seed, HANDOVER_STREAM]).integers(0, most + 1))
+    return record_demo(env, task, seed, attempt, noise, driver, handover)
 
 
 def with_dart_noise(action: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
@@ -116,45 +138,58 @@ def record_video(env: gym.Env, seed: int, attempt: int) -> Video | None:
     return Video(frames, seed, attempt, [float(x) for x in info["camera_eye"]])
 
 
-def collect_task(env: gym.Env, cfg: CollectConfig, index: int, task: envs.TaskSpec, progress: Progress) -> TaskEpisodes:
-    """The demos, then the videos, of one task; each failure retries with the next attempt of its stream."""
+def collect_task(env: gym.Env, cfg: CollectConfig, index: int, task: envs.TaskSpec, progress: Progress,
+                 driver: Driver | None = None) -> TaskEpisodes:
+    """The demos, then the videos, then the driven demos of one task; each failure retries with the next attempt of
+    its stream. Driven demos (after the expert's in the task's list of demos) count as demos in the bookkeeping."""
     out = TaskEpisodes(index=index, spec=task.to_dict(), task_id=task.task_id())
-    plan = (("demo", cfg.demos_per_task, out.demos, lambda s, a: record_demo(env, task, s, a, cfg.demo_noise)),
-            ("video", cfg.videos_per_task, out.videos, lambda s, a: record_video(env, s, a)))
-    for kind, wanted, kept, record in plan:
+    driven: list[Demo] = []
+
+    def drive(seed: int, attempt: int) -> Demo | None:
+        watched = out.videos[len(driven) % len(out.videos)].frames
+        return record_driven_demo(env, task, seed, attempt, cfg.demo_noise, driver(watched), cfg.driver_max_fraction)
+
+    plan = (("demo", "demo", cfg.demos_per_task, out.demos, lambda s, a: record_demo(env, task, s, a, cfg.demo_noise)),
+            ("video", "video", cfg.videos_per_task, out.videos, lambda s, a: record_video(env, s, a)),
+            ("driven", "demo", cfg.driven_demos_per_task, driven, drive))
+    for stream, kind, wanted, kept, record in plan:
         attempt = 0
         while len(kept) < wanted:
             if out.failures[kind] > cfg.max_failures:
-                log.warning("task %d (%s) skipped: more than %d failed %ss", index, out.task_id, cfg.max_failures, kind)
+                log.warning("task %d (%s) skipped: more than %d failed %ss", index, out.task_id, cfg.max_failures, stream)
                 return TaskEpisodes(index=index, spec=out.spec, task_id=out.task_id, failures=out.failures, skipped=True)
-            episode = record(stream_seed(cfg.base_seed, cfg.split, stream_index(cfg, index, kind), kind, attempt), attempt)
+            episode = record(stream_seed(cfg.base_seed, cfg.split, stream_index(cfg, index, stream), stream, attempt), attempt)
             attempt += 1
             if episode is None:
                 out.failures[kind] += 1
             else:
                 kept.append(episode)
             progress(kind, episode is not None)
+    out.demos += driven
     return out
 
 
 def stream_index(cfg: CollectConfig, index: int, kind: str) -> int:
-    """Whose seed stream task ``index`` draws its ``kind`` episodes from: its own, or (same_scenes demos) its set's."""
-    if kind == "demo" and cfg.same_scenes:
+    """Whose seed stream task ``index`` draws its ``kind`` episodes from: its own, or (same_scenes demos, driven too)
+    its set's."""
+    if kind in ("demo", "driven") and cfg.same_scenes:
         return index - index % targets_per_set(cfg.env.family)  # the first task of the object set
     return index
 
 
-def collect_shard(cfg: CollectConfig, shard: int, tasks: list[envs.TaskSpec], progress: Progress) -> ShardResult:
+def collect_shard(cfg: CollectConfig, shard: int, tasks: list[envs.TaskSpec], progress: Progress,
+                  driver_factory: DriverFactory | None = None) -> ShardResult:
     """Make and write shard `shard` of the split, whose `tasks` these are.
 
-    In a fresh environment, so that its content depends on nothing else.
+    In a fresh environment (and a freshly loaded driver), so that its content depends on nothing else.
     """
     n = num_shard_files(cfg.num_tasks, cfg.tasks_per_shard)
     path = Path(cfg.out) / shard_name(cfg.split, shard, n)
     first = shard * cfg.tasks_per_shard
+    driver = driver_factory(cfg.driver, asdict(cfg.env)) if cfg.driven_demos_per_task else None
     env = make_env(cfg)
     try:
-        episodes = [collect_task(env, cfg, first + i, task, progress) for i, task in enumerate(tasks)]
+        episodes = [collect_task(env, cfg, first + i, task, progress, driver) for i, task in enumerate(tasks)]
         env_info = {"renderer": env.unwrapped.renderer, "max_episode_steps": env.unwrapped.max_episode_steps,
                     "success_rule": env.unwrapped.family.success_rule}
     finally:
@@ -198,11 +233,26 @@ def check_config(cfg: CollectConfig) -> None:
         raise ValueError(f"demo_noise is a std in action units (|action| <= 1): it must be in [0, 1], got {cfg.demo_noise}")
     if cfg.same_scenes and not cfg.all_targets:
         raise ValueError("same_scenes=true shares robot scenes between the tasks of one object set: it needs all_targets=true")
+    if cfg.driven_demos_per_task < 0:
+        raise ValueError(f"driven_demos_per_task must be >= 0, got {cfg.driven_demos_per_task}")
+    if cfg.driven_demos_per_task and not (cfg.driver and Path(cfg.driver).is_file()):
+        raise ValueError(f"driven_demos_per_task={cfg.driven_demos_per_task} needs driver=<a checkpoint file>, got {cfg.driver!r}")
+    if not 0.0 <= cfg.driver_max_fraction <= 1.0:
+        raise ValueError(f"driver_max_fraction is a fraction of the episode: it must be in [0, 1], got {cfg.driver_max_fraction}")
 
 
-def collect(cfg: CollectConfig) -> CollectReport:
-    """Collect this job's shards of a split into `cfg.out`, resuming what earlier runs left, then join the manifest."""
+def collect(cfg: CollectConfig, driver_factory: DriverFactory | None = None) -> CollectReport:
+    """Collect this job's shards of a split into `cfg.out`, resuming what earlier runs left, then join the manifest.
+
+    `driver_factory` builds the policy of the driven demos (needed only with driven_demos_per_task > 0); it is
+    called once here, so that a checkpoint that does not fit the env fails before any work.
+    """
     check_config(cfg)
+    if cfg.driven_demos_per_task:
+        if driver_factory is None:
+            raise ValueError("driven demos need a driver factory (oneshot-collect passes the trained policy's)")
+        driver_factory(cfg.driver, asdict(cfg.env))
+
     root = Path(cfg.out)
     prepare_output(root, cfg)
     n = num_shard_files(cfg.num_tasks, cfg.tasks_per_shard)
@@ -213,7 +263,7 @@ def collect(cfg: CollectConfig) -> CollectReport:
     start = time.perf_counter()
     tasks = split_tasks(cfg.base_seed, cfg.env.family, cfg.split, cfg.num_tasks, cfg.all_targets)
     work = {k: tasks[k * cfg.tasks_per_shard:(k + 1) * cfg.tasks_per_shard] for k in todo}
-    results = _run(cfg, work)
+    results = _run(cfg, work, driver_factory)
     report = CollectReport(results, len(mine) - len(todo), time.perf_counter() - start, None)
     report.manifest = update_manifest(root)
     if report.manifest is None:
@@ -222,12 +272,12 @@ def collect(cfg: CollectConfig) -> CollectReport:
     return report
 
 
-def _run(cfg: CollectConfig, work: dict[int, list[envs.TaskSpec]]) -> list[ShardResult]:
+def _run(cfg: CollectConfig, work: dict[int, list[envs.TaskSpec]], driver_factory: DriverFactory | None) -> list[ShardResult]:
     """Collect the shards of `work` (shard index -> its tasks) in-process or in a pool of workers."""
     if not work:
         return []
     workers = min(cfg.workers or os.cpu_count() or 1, len(work))
-    episodes = sum(map(len, work.values())) * (cfg.demos_per_task + cfg.videos_per_task)
+    episodes = sum(map(len, work.values())) * (cfg.demos_per_task + cfg.videos_per_task + cfg.driven_demos_per_task)
     with tqdm(total=episodes, unit="episode", disable=not cfg.progress, file=sys.stderr, smoothing=0.05) as bar:
         failed = {"demo": 0, "video": 0}
 
@@ -239,15 +289,17 @@ def _run(cfg: CollectConfig, work: dict[int, list[envs.TaskSpec]]) -> list[Shard
                 bar.set_postfix(failed_demos=failed["demo"], failed_videos=failed["video"], refresh=False)
 
         if workers == 1:
-            return [collect_shard(cfg, k, tasks, progress) for k, tasks in work.items()]
-        return _run_pool(cfg, work, workers, progress)
+            return [collect_shard(cfg, k, tasks, progress, driver_factory) for k, tasks in work.items()]
+        return _run_pool(cfg, work, workers, progress, driver_factory)
 
 
-def _run_pool(cfg: CollectConfig, work: dict[int, list[envs.TaskSpec]], workers: int, progress: Progress) -> list[ShardResult]:
+def _run_pool(cfg: CollectConfig, work: dict[int, list[envs.TaskSpec]], workers: int, progress: Progress,
+              driver_factory: DriverFactory | None) -> list[ShardResult]:
     """Shards in `workers` spawned processes; progress comes back through `demos.pool.report`."""
-    results = run_spawned(workers, _pool_shard, [(cfg, k, tasks) for k, tasks in work.items()], progress)
+    jobs = [(cfg, k, tasks, driver_factory) for k, tasks in work.items()]
+    results = run_spawned(workers, _pool_shard, jobs, progress)
     return sorted(results, key=lambda r: r.file)
 
 
-def _pool_shard(cfg: CollectConfig, shard: int, tasks: list[envs.TaskSpec]) -> ShardResult:
-    return collect_shard(cfg, shard, tasks, report)
+def _pool_shard(cfg: CollectConfig, shard: int, tasks: list[envs.TaskSpec], driver_factory: DriverFactory | None) -> ShardResult:
+    return collect_shard(cfg, shard, tasks, report, driver_factory)

@@ -7,8 +7,12 @@ values. The same dataclasses are the typed input of `demos.collect.collect`, so 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
 
 from omegaconf import MISSING
+
+from demos.format import sha256_file
 
 
 @dataclass
@@ -43,6 +47,14 @@ class CollectConfig:
     # std of Gaussian noise added to the expert's x, y, z action while a demo is executed (action units, 1 = 3 cm per
     # step); the demo records the clean action (DART): the expert's corrections from off-path states. 0: no noise
     demo_noise: float = 0.0
+    # DAgger-style demos, kept beside the expert's: a trained policy (the checkpoint `driver`), adapted on one of the
+    # task's videos, drives the arm for the first s steps (s uniform in [0, driver_max_fraction x episode length]), then
+    # the expert (with demo_noise) takes over; the expert's action is recorded at every step, and the demo is kept when
+    # the task succeeds. The data then hold the expert's answer in the states a policy drifts into, which neither
+    # the expert's own path nor DART's small noise visit.
+    driven_demos_per_task: int = 0
+    driver: Optional[str] = None  # the checkpoint whose policy drives the driven demos (oneshot-train's, same env)
+    driver_max_fraction: float = 0.5  # the policy drives at most this fraction of a driven demo's steps
     max_failures: int = 20  # failed episodes of one kind for one task after which that task is skipped (and recorded)
     tasks_per_shard: int = 10  # consecutive tasks per HDF5 file: the unit of parallel work and of resuming
     compression: str = "gzip"  # HDF5 filter for the frames: gzip (level 4, portable) | lzf (h5py only) | none
@@ -65,5 +77,13 @@ def plan_of(cfg: CollectConfig) -> dict:
         "tasks_per_shard": cfg.tasks_per_shard,
         "compression": cfg.compression,
     } | ({"all_targets": True} if cfg.all_targets else {}) | ({"same_scenes": True} if cfg.same_scenes else {}) \
-      | ({"demo_noise": cfg.demo_noise} if cfg.demo_noise else {})
+      | ({"demo_noise": cfg.demo_noise} if cfg.demo_noise else {}) | _driven_plan(cfg)
     # (absent when off: the plans of earlier datasets still match)
+
+
+def _driven_plan(cfg: CollectConfig) -> dict:
+    """The driven demos' part of the plan (absent without them), with the driver checkpoint's digest."""
+    if not cfg.driven_demos_per_task:
+        return {}
+    return {"driven_demos_per_task": cfg.driven_demos_per_task, "driver": cfg.driver,
+            "driver_sha256": sha256_file(Path(cfg.driver)), "driver_max_fraction": cfg.driver_max_fraction}

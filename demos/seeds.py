@@ -1,8 +1,8 @@
 """Where every task and episode of a dataset comes from: one base seed, disjoint streams, no global state.
 
 The rule (also in docs/demos.md). Every random draw of a collection is keyed by
-(base_seed, split, task index, kind, attempt), kind being task (the task spec), demo (robot episode) or video
-(human-proxy video), and attempt counting draws within that stream (0, 1, 2, ...). The key is packed into
+(base_seed, split, task index, kind, attempt), kind being task (the task spec), demo (robot episode), video
+(human-proxy video) or driven (a robot episode begun by a trained policy), and attempt counting draws within that stream (0, 1, 2, ...). The key is packed into
 one integer by bit fields
 
     seed = base_seed << 45 | split << 42 | task << 22 | kind << 20 | attempt
@@ -22,7 +22,7 @@ import numpy as np
 import envs
 from envs.task_spec import NUM_CONTAINERS, NUM_OBJECTS
 
-KINDS = ("task", "demo", "video")
+KINDS = ("task", "demo", "video", "driven")  # driven: the demos whose first steps a trained policy executes
 BASE_SEED_BITS, SPLIT_BITS, TASK_BITS, KIND_BITS, ATTEMPT_BITS = 16, 3, 20, 2, 20
 MAX_TASKS = 1 << TASK_BITS
 MAX_ATTEMPTS = 1 << ATTEMPT_BITS

@@ -32,9 +32,12 @@ class Demo:
     target_positions: np.ndarray  # float32 (T, 3): the target object's centre at each frame (a training label)
     seed: int
     attempt: int
+    # a driven demo's first steps, executed by a trained policy (the expert's actions recorded); None: an expert demo
+    driven_steps: int | None = None
 
     def record(self) -> dict:
-        return {"seed": self.seed, "attempt": self.attempt, "length": len(self.actions)}
+        return {"seed": self.seed, "attempt": self.attempt, "length": len(self.actions)} | (
+            {} if self.driven_steps is None else {"driven_steps": self.driven_steps})
 
 
 @dataclass

@@ -135,9 +135,10 @@ def _check_counts(split: str, entry: dict) -> list[Problem]:
     actual = {"tasks": len(tasks), "demos": sum(len(t["demos"]) for t in tasks), "videos": sum(len(t["videos"]) for t in tasks)}
     problems = [Problem(MANIFEST, f"splits.{split}.counts.{k}", f"{counts.get(k)} but the task list has {v}")
                 for k, v in actual.items() if counts.get(k) != v]
+    demos = plan["demos_per_task"] + plan.get("driven_demos_per_task", 0)  # the driven ones follow the expert's
     for t in tasks:
-        if len(t["demos"]) != plan["demos_per_task"] or len(t["videos"]) != plan["videos_per_task"]:
+        if len(t["demos"]) != demos or len(t["videos"]) != plan["videos_per_task"]:
             problems.append(Problem(MANIFEST, f"splits.{split}.tasks[{t['index']}]",
                                     f"{len(t['demos'])} demos and {len(t['videos'])} videos, the plan asks "
-                                    f"{plan['demos_per_task']} and {plan['videos_per_task']}"))
+                                    f"{demos} and {plan['videos_per_task']}"))
     return problems

@@ -185,6 +185,20 @@ class Rollout:
         return run_episode(env, self.actor(params), task, seed, keep_frames)
 
 
+def video_driver(checkpoint: str, env: dict) -> Callable[[np.ndarray], Actor]:
+    """The driver of driven demos (`demos.collect.DriverFactory`): video -> the checkpoint's policy adapted on it.
+
+    `env` (the collection's `EnvConfig` as a dict) must be the env the checkpoint was trained in: the policy would
+    otherwise see other images. One torch thread: collection runs one worker process per core.
+    """
+    rollout = Rollout.from_checkpoint(checkpoint)
+    trained = {k: rollout.info.env.get(k) for k in env}
+    if trained != env:
+        raise ValueError(f"driver={checkpoint} was trained in the env {trained}, the collection is in {env}")
+    torch.set_num_threads(1)
+    return lambda frames: rollout.actor(rollout.adapt(frames))
+
+
 # ----- a task from a dataset ---------------------------------------------------------------------------------
 @dataclass
 class DatasetTask:

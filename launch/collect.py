@@ -2,6 +2,8 @@
 
     oneshot-collect env=push split=train num_tasks=200 demos_per_task=6 videos_per_task=6 out=data/push
     oneshot-collect -m shard=0,1 num_shards=2 workers=1 env=reach num_tasks=20 out=data/reach   # Hydra multirun
+    oneshot-collect env=push num_tasks=200 demos_per_task=3 videos_per_task=3 driven_demos_per_task=2 \
+        driver=checkpoints/push-linear.pt out=data/push-driven      # + demos begun by a trained policy (DAgger-like)
 
 Every field is documented in demos/config.py; Hydra's resolved config and log go to out/logs/.
 """
@@ -16,7 +18,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from demos.collect import collect
+from demos.collect import DriverFactory, collect
 from demos.config import CollectConfig, EnvConfig
 from demos.format import DatasetError
 
@@ -32,7 +34,7 @@ ConfigStore.instance().store(group="env", name="env_schema", node=EnvConfig)
 def main(cfg: DictConfig) -> None:
     config: CollectConfig = OmegaConf.to_object(cfg)
     try:
-        report = collect(config)
+        report = collect(config, _driver_factory(config))
     except (DatasetError, ValueError) as e:
         print(f"oneshot-collect: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -42,6 +44,14 @@ def main(cfg: DictConfig) -> None:
     log.info("%s", report.summary())
     if report.manifest:
         log.info("dataset complete: %s", report.manifest)
+
+
+def _driver_factory(config: CollectConfig) -> DriverFactory | None:
+    """The trained policy's driver for driven demos; imported only then (torch is not needed to collect otherwise)."""
+    if not config.driven_demos_per_task:
+        return None
+    from imitation.rollout import video_driver  # noqa: PLC0415
+    return video_driver
 
 
 if __name__ == "__main__":

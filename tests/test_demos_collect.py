@@ -27,7 +27,12 @@ from demos.collect import collect, make_env, record_demo
 from demos.reader import PairDataset
 from demos.config import CollectConfig, EnvConfig, plan_of
 from demos.seeds import split_tasks
+from demos.format import sha256_file
 from demos.testing import TINY, reference, run_collect, run_data, scratch  # noqa: F401 (fixtures)
+from imitation.adaptation_loss import AdaptationLossConfig
+from imitation.checkpoint import CheckpointInfo, ModelSpec, build_learner, save_checkpoint
+from imitation.policy import PolicyConfig
+from imitation.rollout import video_driver
 from launch.collect import CONF_DIR
 
 
@@ -215,3 +220,50 @@ def test_all_targets_is_part_of_the_plan_only_when_on() -> None:
     assert plan_of(CollectConfig(out="x", all_targets=True, same_scenes=True))["same_scenes"] is True
     assert "demo_noise" not in plan_of(CollectConfig(out="x"))  # the plans of earlier datasets still match
     assert plan_of(CollectConfig(out="x", demo_noise=0.2))["demo_noise"] == 0.2
+    assert "driven_demos_per_task" not in plan_of(CollectConfig(out="x"))
+
+
+def test_a_driven_demo_executes_the_driver_then_the_expert_and_records_the_expert(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Driven demos (DAgger-like): the driver's actions are executed for the first `handover` steps, the expert's
+    after; the demo records the expert's action at every step, also where the driver acted."""
+    env = make_env(CollectConfig(out="x", env=EnvConfig(family="reach", image_size=32)))
+    expert, executed = [], []
+    expert_action, step = env.unwrapped.expert_action, env.step
+    monkeypatch.setattr(env.unwrapped, "expert_action", lambda: expert.append(expert_action()) or expert[-1])
+    monkeypatch.setattr(env, "step", lambda action: executed.append(np.copy(action)) or step(action))
+    sideways = np.array([0.0, 1.0, 0.5, 1.0], dtype=np.float32)  # away from the expert's path
+    demo = record_demo(env, split_tasks(0, "reach", "train", 1)[0], seed=3, attempt=0, driver=lambda obs: sideways, handover=6)
+    assert demo is not None and demo.driven_steps == 6 and demo.record()["driven_steps"] == 6
+    np.testing.assert_array_equal(demo.actions, np.stack(expert))
+    np.testing.assert_array_equal(np.stack(executed[:6]), np.tile(sideways, (6, 1)))
+    np.testing.assert_array_equal(np.stack(executed[6:]), np.stack(expert[6:]))  # no noise asked: the expert as it is
+    assert np.abs(np.stack(expert[:6]) - sideways).max() > 0.5  # the labels are not the driver's actions
+    assert "driven_steps" not in record_demo(env, split_tasks(0, "reach", "train", 1)[0], seed=3, attempt=0).record()
+
+
+def untrained_reach_checkpoint(path: Path) -> Path:
+    """A reach policy at 32 px as a training run would save it, untrained: enough to drive demos."""
+    spec = ModelSpec(policy=PolicyConfig(image_size=(32, 32), conv_filters=(8, 8), conv_strides=(2, 2), fc_sizes=(32, 32)),
+                     adaptation_loss=AdaptationLossConfig(channels=8, kernel_size=3))
+    env = {"family": "reach", "image_size": 32, "robot_visuals": "lowpoly", "renderer": "tiny"}
+    info = CheckpointInfo(step=0, model=spec, env=env, episode_length=40, dataset={}, train_config={})
+    return save_checkpoint(path, build_learner(spec, seed=0), info)
+
+
+def test_driven_demos_through_the_command_follow_the_expert_demos_and_name_their_driver(tmp_path: Path) -> None:
+    checkpoint = untrained_reach_checkpoint(tmp_path / "driver.pt")
+    out = tmp_path / "driven"
+    run_collect(out, "workers=1", "driven_demos_per_task=2", f"driver={checkpoint}")
+    split = json.loads((out / "manifest.json").read_text())["splits"]["train"]
+    assert split["plan"]["driver_sha256"] == sha256_file(checkpoint) and split["plan"]["driven_demos_per_task"] == 2
+    for task in split["tasks"]:
+        assert ["driven_steps" in d for d in task["demos"]] == [False, False, True, True]
+        assert all(0 <= d["driven_steps"] <= 20 for d in task["demos"][2:])  # at most half of reach's 40 steps
+    driven_steps = [d["driven_steps"] for t in split["tasks"] for d in t["demos"][2:]]
+    assert len(set(driven_steps)) > 1  # drawn per demo
+    assert run_data("validate", out).returncode == 0
+    assert PairDataset(out, "train", image_size=32).num_demos == 4
+    with pytest.raises(ValueError, match="needs driver="):
+        collect(tiny_config(tmp_path / "a", "driven_demos_per_task=1"), video_driver)
+    with pytest.raises(ValueError, match="was trained in the env"):
+        collect(tiny_config(tmp_path / "b", "driven_demos_per_task=1", f"driver={checkpoint}", "env.image_size=48"), video_driver)
