@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 import envs
+from demos.collect import Actor, Driver
 from demos.export import enlarge, find_task
 from demos.format import read_manifest
 from demos.shards import open_shard, read_episode, resample_indices
@@ -35,7 +36,6 @@ from imitation.maml import MetaLearner, Params
 from imitation.video import MIN_LENGTH_FRACTION, fit_frames, prepare_video, read_video
 from imitation.video_conditioned import VideoConditionedLearner
 
-Actor = Callable[[dict[str, np.ndarray]], np.ndarray]  # observation -> action (4,)
 
 
 @dataclass
@@ -185,7 +185,7 @@ class Rollout:
         return run_episode(env, self.actor(params), task, seed, keep_frames)
 
 
-def video_driver(checkpoint: str, env: dict) -> Callable[[np.ndarray], Actor]:
+def video_driver(checkpoint: str, env: dict) -> Driver:
     """The driver of driven demos (`demos.collect.DriverFactory`): video -> the checkpoint's policy adapted on it.
 
     `env` (the collection's `EnvConfig` as a dict) must be the env the checkpoint was trained in: the policy would
