@@ -2,8 +2,8 @@
 
 The rule (also in docs/demos.md). Every random draw of a collection is keyed by
 (base_seed, split, task index, kind, attempt), kind being task (the task spec), demo (robot episode), video
-(human-proxy video) or driven (a robot episode begun by a trained policy), and attempt counting draws within that stream (0, 1, 2, ...). The key is packed into
-one integer by bit fields
+(human-proxy video) or driven (a robot episode begun by a trained policy), and attempt counting draws within that
+stream (0, 1, 2, ...). The key is packed into one integer by bit fields
 
     seed = base_seed << 45 | split << 42 | task << 22 | kind << 20 | attempt
 
