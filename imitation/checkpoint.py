@@ -9,6 +9,7 @@ Writes are atomic (temporary file + rename) and `last.pt` in the folder points t
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import signal
@@ -64,6 +65,7 @@ class CheckpointInfo:
     dataset: dict[str, Any]  # path, manifest_sha256, splits used
     train_config: dict[str, Any]  # the resolved training config (plain containers)
     git_revision: str = "unknown"
+    action_gain: float = 1.0  # deployment: the policy's action is multiplied by it before the clip (set_action_gain)
 
 
 def _dataclass_from(cls: type, values: dict) -> Any:
@@ -97,6 +99,7 @@ def save_checkpoint(path: str | Path, learner: MetaLearner, info: CheckpointInfo
         "dataset": info.dataset,
         "train_config": info.train_config,
         "git_revision": info.git_revision,
+        "action_gain": info.action_gain,
         "shapes": {
             "image": [*info.model.policy.image_size, 3],
             "state": [info.model.policy.state_dim],
@@ -187,6 +190,27 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
     return out
 
 
+def check_action_gain(gain: float) -> None:
+    if not (math.isfinite(gain) and gain > 0):
+        raise ValueError(f"an action gain must be a finite number > 0, got {gain}")
+
+
+def set_action_gain(path: str | Path, gain: float, out: str | Path) -> Path:
+    """Write a copy of a checkpoint that deploys with `gain` (weights and everything else unchanged).
+
+    A behaviour-cloned policy under-shoots where its demos disagree: the squared loss pulls its velocity towards
+    their mean, and a closed loop that moves too little per step can stall or run out of time (push, session 23).
+    Its deployment can then multiply the action by a gain, chosen on the val split like any hyperparameter
+    (`oneshot-eval action_gains=[...]`). The gripper command is read by its sign, which a positive gain keeps.
+    """
+    check_action_gain(gain)
+    payload = read_checkpoint(path)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically({**payload, "action_gain": float(gain)}, out)
+    return out
+
+
 def grow_into(module: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
     """Load a smaller model's ``weights`` into ``module``, which may have more inputs and parameters; returns the
     names of the tensors that grew or are new.
@@ -254,5 +278,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     info = CheckpointInfo(
         step=int(payload["step"]), model=spec, env=dict(payload["env"]), episode_length=int(payload["episode_length"]),
         dataset=dict(payload["dataset"]), train_config=dict(payload["train_config"]), git_revision=payload["git_revision"],
+        action_gain=float(payload.get("action_gain", 1.0)),
     )
     return learner, info, payload

@@ -54,7 +54,7 @@ from demos.export import write_mp4
 from demos.format import DatasetError, code_version, read_manifest
 from demos.pool import SpawnedPool, report
 from envs.task_spec import NUM_CONTAINERS, NUM_OBJECTS
-from imitation.checkpoint import read_checkpoint
+from imitation.checkpoint import check_action_gain, read_checkpoint
 from imitation.eval_report import Row, bar_plot, markdown_table, summarise, write_png
 from imitation.maml import Params
 from imitation.rollout import Rollout, expert_actor, load_dataset_task, random_actor, run_episode, side_by_side
@@ -89,6 +89,8 @@ class EvalConfig:
     checkpoints: Dict[str, str] = field(default_factory=dict)
     methods: List[str] = field(default_factory=lambda: list(METHODS))  # any of daml none robot_demo random expert
     inner_steps: List[int] = field(default_factory=list)  # test-time inner steps for daml/robot_demo; [] = each checkpoint's own
+    # multipliers of the policy's action at deployment, per model method ("daml-x2"); [] = each checkpoint's own
+    action_gains: List[float] = field(default_factory=list)
     split: str = "test"  # which object identities: test (never trained on) | test_ood | val (model selection)
     num_tasks: int = 10  # N held-out tasks
     trials: int = 2  # M deployments per task and method, each in a new arrangement
@@ -116,12 +118,15 @@ class Variant:
     method: str
     inner_steps: Optional[int] = None  # None: the checkpoint's own (or no adaptation)
     video_encoder: bool = False  # the checkpoint is the black-box baseline: "daml" then means its video encoder
+    action_gain: Optional[float] = None  # None: the checkpoint's own
 
     @property
     def label(self) -> str:
         if self.video_encoder and self.method == "daml":
-            return "encoder"
-        return self.method if self.inner_steps is None else f"{self.method}@{self.inner_steps}"
+            label = "encoder"
+        else:
+            label = self.method if self.inner_steps is None else f"{self.method}@{self.inner_steps}"
+        return label if self.action_gain is None else f"{label}-x{self.action_gain:g}"
 
 
 def variants(cfg: EvalConfig) -> list[Variant]:
@@ -131,13 +136,15 @@ def variants(cfg: EvalConfig) -> list[Variant]:
     and has no inner step: neither robot_demo nor test-time step counts apply to it.
     """
     steps: list[Optional[int]] = list(cfg.inner_steps) or [None]
+    gains: list[Optional[float]] = [float(g) for g in cfg.action_gains] or [None]
     out = []
     for name, path in cfg.named_checkpoints().items():
         encoder = is_video_encoder(path)
         for m in cfg.methods:
             if m not in MODEL_METHODS or (encoder and m == "robot_demo"):
                 continue
-            out += [Variant(name, m, k, encoder) for k in (steps if m in STEPPED_METHODS and not encoder else [None])]
+            out += [Variant(name, m, k, encoder, g) for k in (steps if m in STEPPED_METHODS and not encoder else [None])
+                    for g in gains]
     return out + [Variant(NO_CHECKPOINT, m) for m in cfg.methods if m not in MODEL_METHODS]
 
 
@@ -174,6 +181,8 @@ def check_config(cfg: EvalConfig) -> None:
             raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if any(k < 0 for k in cfg.inner_steps) or cfg.workers < 0 or cfg.videos < 0:
         raise ValueError("inner_steps, workers and videos must be >= 0")
+    for gain in cfg.action_gains:
+        check_action_gain(gain)
     if NO_CHECKPOINT in cfg.named_checkpoints():
         raise ValueError(f"{NO_CHECKPOINT!r} is reserved for the methods without a checkpoint")
     if cfg.out in (MISSING, ""):
@@ -297,14 +306,16 @@ def deploy_job(cfg: EvalConfig, plan: TaskPlan, variant: Variant, demo: Demonstr
     env = workspace.env(rollout)
     params = None
     steps_used = None  # inner steps actually taken (None for the methods without a model)
+    gain = None  # the action gain deployed (None for the methods without a model)
     if variant.method in MODEL_METHODS:
         params = adapted_params(rollout, variant, demo)
         steps_used = 0 if variant.method == "none" else (rollout.inner_steps if variant.inner_steps is None else variant.inner_steps)
+        gain = rollout.action_gain if variant.action_gain is None else variant.action_gain
     episodes = []
     for trial in range(cfg.trials):
         seed = eval_seed(cfg.seed, plan.index, "trial", trial)
         if params is not None:
-            act = rollout.actor(params)  # one episode's: it may keep the episode's first observation
+            act = rollout.actor(params, variant.action_gain)  # one episode's: it may keep the episode's first observation
         elif variant.method == "random":
             act = random_actor(np.random.default_rng([seed, 1]))  # a stream of its own, not the env's
         elif variant.method == "expert":
@@ -313,7 +324,7 @@ def deploy_job(cfg: EvalConfig, plan: TaskPlan, variant: Variant, demo: Demonstr
         episode = run_episode(env, act, plan.spec, seed, keep_frames=keep)
         record = {"task_index": plan.index, "task_id": envs.TaskSpec.from_dict(plan.spec).task_id(), "trial": trial, "seed": seed,
                   "checkpoint": variant.checkpoint, "method": variant.label, "base_method": variant.method,
-                  "inner_steps": steps_used, "success": episode.success, "steps": episode.steps,
+                  "inner_steps": steps_used, "action_gain": gain, "success": episode.success, "steps": episode.steps,
                   "chosen_object": episode.chosen_object, "went_for_target": episode.chosen_object == plan.spec["target"],
                   "first_success_step": episode.first_success_step, "video": demo.video_source,
                   "demo": demo.demo_source if variant.method == "robot_demo" else None, "rollout_video": None, "task": plan.spec}

@@ -31,7 +31,7 @@ from demos.format import read_manifest
 from demos.shards import open_shard, read_episode, resample_indices
 from envs.tasks import FAMILY_CLASSES
 from imitation.bc import EFFECTOR_POSITION, BehaviourCloningLoss
-from imitation.checkpoint import CheckpointInfo, load_checkpoint
+from imitation.checkpoint import CheckpointInfo, check_action_gain, load_checkpoint
 from imitation.maml import MetaLearner, Params
 from imitation.video import MIN_LENGTH_FRACTION, fit_frames, prepare_video, read_video
 from imitation.video_conditioned import VideoConditionedLearner
@@ -87,10 +87,12 @@ class Rollout:
     """A checkpoint's policy at test time: adaptation from a video (or a robot demo) and closed-loop deployment."""
 
     def __init__(self, learner: MetaLearner, info: CheckpointInfo, inner_steps: int | None = None,
-                 min_video_fraction: float = MIN_LENGTH_FRACTION) -> None:
+                 min_video_fraction: float = MIN_LENGTH_FRACTION, action_gain: float | None = None) -> None:
         self.learner = learner.eval()
         self.info = info
         self.inner_steps = learner.cfg.inner_steps if inner_steps is None else inner_steps
+        self.action_gain = info.action_gain if action_gain is None else action_gain  # the checkpoint's own by default
+        check_action_gain(self.action_gain)
         self.min_video_fraction = min_video_fraction
         # Training resampled each video to the demo length (the family's episode length) and then kept every
         # frame_stride-th frame of video and demo; adaptation does the same.
@@ -101,9 +103,9 @@ class Rollout:
                              f"{self.demo_length} with frame stride {self.frame_stride}")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, inner_steps: int | None = None) -> "Rollout":
+    def from_checkpoint(cls, path: str | Path, inner_steps: int | None = None, action_gain: float | None = None) -> "Rollout":
         learner, info, _ = load_checkpoint(path, optimizer=False)
-        return cls(learner, info, inner_steps)
+        return cls(learner, info, inner_steps, action_gain=action_gain)
 
     @property
     def model(self) -> nn.Module:
@@ -164,9 +166,12 @@ class Rollout:
         keywords = {**self.info.env, "split": split}
         return envs.make(keywords.pop("family"), **keywords)
 
-    def actor(self, params: Params) -> Actor:
+    def actor(self, params: Params, action_gain: float | None = None) -> Actor:
         """The policy with `params` as a function of one observation, for one episode: a policy with a query anchor
-        (policy.query_anchor) sees the episode's first observation beside each one, as in training."""
+        (policy.query_anchor) sees the episode's first observation beside each one, as in training. Its action is
+        multiplied by `action_gain` (default: the rollout's, the checkpoint's own; `set_action_gain` says why)."""
+        gain = self.action_gain if action_gain is None else action_gain
+        check_action_gain(gain)
         first: list[tuple[Tensor, Tensor]] = []
 
         def act(obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -177,7 +182,7 @@ class Rollout:
                     first.append((image, state))
                 image, state = torch.cat([first[0][0], image]), torch.cat([first[0][1], state])
             with torch.no_grad():
-                return functional_call(self.model, params, (image, state)).actions[-1].numpy()
+                return gain * functional_call(self.model, params, (image, state)).actions[-1].numpy()
         return act
 
     def deploy(self, params: Params, env: gym.Env, task: envs.TaskSpec | dict, seed: int, keep_frames: bool = True) -> Episode:

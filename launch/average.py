@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from imitation.checkpoint import average_checkpoints
@@ -22,14 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files of one run (at least 2)")
     parser.add_argument("--out", type=Path, required=True, help="where to write the averaged checkpoint")
     args = parser.parse_args(argv)
-    if args.out.exists():
-        parser.error(f"{args.out} exists: choose another --out (nothing is overwritten)")
+    return write_new_checkpoint(parser, args.out, lambda: f"{average_checkpoints(args.checkpoints, args.out)}: "
+                                                          f"the mean of {len(args.checkpoints)} checkpoints")
+
+
+def write_new_checkpoint(parser: argparse.ArgumentParser, out: Path, write: Callable[[], str]) -> int:
+    """Run `write` (it writes `out`, returns what to print) unless `out` exists; a missing or bad input exits 2, said."""
+    if out.exists():
+        parser.error(f"{out} exists: choose another --out (nothing is overwritten)")
     try:
-        out = average_checkpoints(args.checkpoints, args.out)
+        message = write()
     except (FileNotFoundError, ValueError) as e:
-        print(f"oneshot-average: {e}", file=sys.stderr)
+        print(f"{parser.prog}: {e}", file=sys.stderr)
         return 2
-    print(f"{out}: the mean of {len(args.checkpoints)} checkpoints")
+    print(message)
     return 0
 
 

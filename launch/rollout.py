@@ -45,6 +45,7 @@ class RolloutConfig:
     split: str = "test"  # the split of `task` in the dataset, and of the environment's objects
     seed: int = 0  # the arrangement: seed stream of oneshot-eval (task 0, trial 0 of evaluation seed `seed`)
     inner_steps: Optional[int] = None  # test-time inner steps; None: the checkpoint's own, 0: no adaptation
+    action_gain: Optional[float] = None  # multiplies the policy's action; None: the checkpoint's own (oneshot-set-gain)
     out: str = MISSING  # folder for rollout.mp4 and episode.json
 
 
@@ -73,7 +74,7 @@ def task_and_video(cfg: RolloutConfig) -> tuple[envs.TaskSpec, np.ndarray, str]:
 
 def rollout(cfg: RolloutConfig) -> dict:
     """Adapt on the video, act once, write the side-by-side mp4 and episode.json; returns the episode record."""
-    model = Rollout.from_checkpoint(cfg.checkpoint, cfg.inner_steps)
+    model = Rollout.from_checkpoint(cfg.checkpoint, cfg.inner_steps, cfg.action_gain)
     spec, watched, source = task_and_video(cfg)
     params = model.adapt(watched)
     env = model.make_env(cfg.split)
@@ -85,7 +86,8 @@ def rollout(cfg: RolloutConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_mp4(out / "rollout.mp4", side_by_side(watched, episode.frames, episode.success), fps=10.0)
     record = {"config": asdict(cfg), "video": source, "task": episode.task, "seed": episode.seed, "success": episode.success,
-              "steps": episode.steps, "first_success_step": episode.first_success_step, "inner_steps": model.inner_steps}
+              "steps": episode.steps, "first_success_step": episode.first_success_step, "inner_steps": model.inner_steps,
+              "action_gain": model.action_gain}
     (out / "episode.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 

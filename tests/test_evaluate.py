@@ -47,8 +47,14 @@ def test_variants_cover_checkpoints_methods_and_test_time_steps(monkeypatch: pyt
     assert labels[:5] == [("daml", "daml@1"), ("daml", "daml@5"), ("daml", "none"), ("daml", "robot_demo@1"), ("daml", "robot_demo@5")]
     assert labels[5:10] == [("linear", v) for v in ("daml@1", "daml@5", "none", "robot_demo@1", "robot_demo@5")]
     assert labels[10:] == [("-", "random"), ("-", "expert")] and Variant("m", "none").label == "none"
+    gains = [(v.checkpoint, v.label, v.action_gain) for v in variants(replace(cfg, inner_steps=[], action_gains=[1, 2.5]))]
+    assert gains[:6] == [("daml", "daml-x1", 1.0), ("daml", "daml-x2.5", 2.5), ("daml", "none-x1", 1.0), ("daml", "none-x2.5", 2.5),
+                         ("daml", "robot_demo-x1", 1.0), ("daml", "robot_demo-x2.5", 2.5)]
+    assert gains[-2:] == [("-", "random", None), ("-", "expert", None)]
     with pytest.raises(ValueError, match="methods must be among"):
         check_config(replace(cfg, methods=["daml", "mil"]))
+    with pytest.raises(ValueError, match="action gain must be a finite number > 0"):
+        check_config(replace(cfg, action_gains=[1, 0]))
     with pytest.raises(ValueError, match="give checkpoint=<path> or checkpoints="):
         check_config(EvalConfig(out="x"))
 
@@ -95,6 +101,14 @@ def test_evaluation_command_writes_results_and_the_same_seeds_give_the_same_tabl
     assert again.episodes == [e for e in episodes if e["method"] in ("daml", "random")]
     assert [r for r in again.markdown.splitlines() if r.startswith("| ")] == [r for r in table.splitlines() if "| daml |" in r or "random" in r
                                                                              or r.startswith("| checkpoint")]
+    assert {e["action_gain"] for e in episodes if e["base_method"] in ("daml", "none", "robot_demo")} == {1.0}
+    assert {e["action_gain"] for e in episodes if e["base_method"] in ("random", "expert")} == {None}
+    gained = run_evaluation(EvalConfig(checkpoint=str(tiny_checkpoint), methods=["daml"], action_gains=[1, 3], num_tasks=2, trials=2,
+                                       workers=1, out=str(tmp_path / "gains"), progress=False, logger=LoggerConfig(kind="none")))
+    by_gain = {g: [e for e in gained.episodes if e["action_gain"] == g] for g in (1.0, 3.0)}
+    assert [e["method"] for e in by_gain[3.0]] == ["daml-x3"] * 4
+    outcome = ("task_id", "seed", "success", "steps", "first_success_step", "chosen_object")  # x1 is the checkpoint's own gain
+    assert [[e[k] for k in outcome] for e in by_gain[1.0]] == [[e[k] for k in outcome] for e in episodes if e["method"] == "daml"]
     with pytest.raises(FileExistsError, match="choose a new out folder"):
         run_evaluation(EvalConfig(checkpoint=str(tiny_checkpoint), out=str(out), logger=LoggerConfig(kind="none")))
 

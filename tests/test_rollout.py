@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import envs
 from demos.shards import resample_indices
 from demos.testing import reference  # noqa: F401 (a fixture)
 from imitation.adaptation_loss import AdaptationLossConfig
-from imitation.checkpoint import CheckpointInfo, ModelSpec, build_learner, save_checkpoint
+from imitation.checkpoint import CheckpointInfo, ModelSpec, build_learner, read_checkpoint, save_checkpoint
 from imitation.policy import PolicyConfig
 from imitation.rollout import Rollout, expert_actor, load_dataset_task, run_episode, side_by_side
 from imitation.video import VideoError, read_video
@@ -27,6 +29,7 @@ TINY_SPEC = ModelSpec(
 )
 TINY_ENV = {"family": "reach", "image_size": 32, "robot_visuals": "lowpoly", "renderer": "tiny"}
 EPISODE_LENGTH = 40  # reach
+BIN = Path(sys.executable).parent
 
 
 def write_tiny_checkpoint(path: Path, spec: ModelSpec = TINY_SPEC) -> Path:
@@ -178,9 +181,42 @@ def test_an_anchored_actor_keeps_the_episode_first_observation(scene, tmp_path: 
     assert not np.allclose(act({"image": episode.frames[9], "state": episode.states[9]}), episode.actions[9])
 
 
+def test_an_action_gain_multiplies_the_deployed_action_and_travels_with_the_checkpoint(
+        tiny_checkpoint: Path, model: Rollout, scene, tmp_path: Path) -> None:
+    """oneshot-set-gain writes a copy whose deployment multiplies the policy's action (before the clip); the weights
+    and the adaptation are unchanged, and bad gains or an existing output are refused."""
+    task, frames, env = scene
+    params = model.adapt(frames)
+    obs, _ = env.reset(seed=7, options={"task": task})
+    assert model.action_gain == 1.0
+    np.testing.assert_allclose(model.actor(params, 2.0)(obs), 2 * model.actor(params)(obs), rtol=1e-6)
+    out = tmp_path / "gain2.pt"
+    result = subprocess.run([str(BIN / "oneshot-set-gain"), str(tiny_checkpoint), "--gain", "2", "--out", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "action gain 2 (was 1)" in result.stdout, result.stderr
+    gained = Rollout.from_checkpoint(out)
+    assert gained.action_gain == 2.0
+    assert all(torch.equal(a, b) for a, b in zip(read_checkpoint(out)["learner"].values(), read_checkpoint(tiny_checkpoint)["learner"].values()))
+    episode = gained.deploy(gained.adapt(frames), env, task, seed=7, keep_frames=False)
+    same = run_episode(env, model.actor(params, 2.0), task, seed=7, keep_frames=False)
+    as_trained = model.deploy(params, env, task, seed=7, keep_frames=False)
+    assert np.array_equal(episode.actions, same.actions) and not np.array_equal(episode.actions, as_trained.actions)
+    assert Rollout.from_checkpoint(out, action_gain=1.0).action_gain == 1.0  # an explicit gain wins over the file's
+    again = subprocess.run([str(BIN / "oneshot-set-gain"), str(tiny_checkpoint), "--gain", "2", "--out", str(out)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "exists" in again.stderr
+    for bad in ("0", "nan", "-1"):
+        refused = subprocess.run([str(BIN / "oneshot-set-gain"), str(tiny_checkpoint), "--gain", bad, "--out", str(tmp_path / "bad.pt")],
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "finite number > 0" in refused.stderr and not (tmp_path / "bad.pt").exists()
+    with pytest.raises(ValueError, match="finite number > 0"):
+        Rollout.from_checkpoint(tiny_checkpoint, action_gain=float("inf"))
+
+
 def test_rollout_command_writes_the_side_by_side_video(tiny_checkpoint: Path, reference: Path, tmp_path: Path) -> None:
     record = rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), dataset=str(reference), task="1", split="train", out=str(tmp_path)))
     assert isinstance(record["success"], bool) and record["steps"] == EPISODE_LENGTH and record["seed"] >= 1 << 62
+    assert record["action_gain"] == 1.0
     assert read_video(tmp_path / "rollout.mp4").shape[0] == EPISODE_LENGTH + 1
     with pytest.raises(ValueError, match="the robot's scene needs a task"):
         rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), video=str(tmp_path / "rollout.mp4"), out=str(tmp_path)))
