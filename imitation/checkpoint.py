@@ -2,7 +2,8 @@
 
 A checkpoint holds the weights of the policy, the learned loss and the inner learning rates (one MetaLearner
 state dict), the optimizer state, the step, RNG states, every config needed to rebuild the model, the env
-keywords, the episode length the model was trained on, the dataset's manifest digest and the tensor shapes.
+keywords, the episode length the model was trained on, the dataset's manifest digest, the tensor shapes and the
+action gain it is deployed with (1 unless `set_action_gain` wrote another).
 Writes are atomic (temporary file + rename) and `last.pt` in the folder points to the newest one.
 """
 

@@ -37,13 +37,14 @@ def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
         assert tuple(rollout.info.model.policy.conv_strides) == (2, 2, 1)  # all read a 16x16 last feature map
         assert rollout.info.model.adaptation_loss.target_match and rollout.info.model.policy.hue_prediction
         assert rollout.info.env["family"] == "reach" and rollout.image_size == (64, 64)
+        assert rollout.action_gain == 1.0  # the val split kept the trained policy's action (session 23)
         adapted, initial = adapted_to_a_random_video(rollout)
         assert any(not torch.equal(adapted[name], initial[name]) for name in initial)
 
 
-# file: (adaptation loss kind, step, lr schedule)
-PUSH_MODELS = {"push-daml.pt": ("temporal", 3500, "constant"), "push-linear.pt": ("linear", 7500, "constant"),
-               "push-blackbox.pt": ("encoder", 8000, "cosine")}
+# file: (adaptation loss kind, step, lr schedule, the action gain the val split chose in session 23)
+PUSH_MODELS = {"push-daml.pt": ("temporal", 3500, "constant", 1.5), "push-linear.pt": ("linear", 7500, "constant", 1.75),
+               "push-blackbox.pt": ("encoder", 8000, "cosine", 2.0)}
 
 
 def continued_shipped_file(file: str, family: str, kind: str, step: int, strides: tuple[int, ...]) -> CheckpointInfo:
@@ -62,9 +63,11 @@ def continued_shipped_file(file: str, family: str, kind: str, step: int, strides
 def test_shipped_push_checkpoints_continued_the_ones_before() -> None:
     """checkpoints/push-*.pt (not in `make run`): each run started from the file it replaced (checkpoints/README.md):
     DAML and linear are session 12's GPU stage (`FROM=checkpoints launch/gpu_train.sh push`) at the steps val chose,
-    the black box session 13's CPU stage, annealed (`lr_schedule=cosine`) to its last step."""
-    for file, (kind, step, schedule) in PUSH_MODELS.items():
+    the black box session 13's CPU stage, annealed (`lr_schedule=cosine`) to its last step; each deploys with the action
+    gain the val split chose (session 23, oneshot-set-gain)."""
+    for file, (kind, step, schedule, gain) in PUSH_MODELS.items():
         info = continued_shipped_file(file, "push", kind, step, (2, 2, 1))
+        assert info.action_gain == gain
         assert info.train_config["meta"]["meta_lr"] == 1e-3
         assert info.train_config.get("lr_schedule", "constant") == schedule
         assert schedule == "constant" or info.train_config["steps"] == step
@@ -85,7 +88,7 @@ def test_shipped_pick_place_checkpoint_reads_the_object_and_the_box() -> None:
     assert info.train_config["data"] == "data/pp4" and info.model.meta.meta_lr == 0.0005
     assert info.train_config["init_from"] == "checkpoints/pick_place-daml.pt"  # session 17's file, at 2bdd4ab
     assert info.train_config["lr_schedule"] == "cosine" and info.train_config["steps"] == 10000
-    assert info.git_revision.startswith("2bdd4ab")
+    assert info.git_revision.startswith("2bdd4ab") and info.action_gain == 0.75  # the val split's gain (session 23)
     adapted, initial = adapted_to_a_random_video(rollout)
     for query in ("target_query", "place_query"):
         assert not torch.equal(adapted[query], initial[query])
@@ -105,3 +108,4 @@ def test_shipped_pick_place_ablation_trained_alike() -> None:
         assert info.train_config["data"] == "data/pp4"
         assert info.train_config["lr_schedule"] == "cosine" and info.train_config["steps"] == 1500
         assert info.model.policy.place_query == (kind != "encoder") and info.git_revision.startswith("2521be1")
+        assert info.action_gain == 1.0  # not swept (session 23)
