@@ -37,7 +37,7 @@ def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
         assert tuple(rollout.info.model.policy.conv_strides) == (2, 2, 1)  # all read a 16x16 last feature map
         assert rollout.info.model.adaptation_loss.target_match and rollout.info.model.policy.hue_prediction
         assert rollout.info.env["family"] == "reach" and rollout.image_size == (64, 64)
-        assert rollout.action_gain == 1.0  # the val split kept the trained policy's action (session 23)
+        assert rollout.action_gain == 1.0  # reach-anchor.pt: the val split kept 1 (session 23); the others not swept
         adapted, initial = adapted_to_a_random_video(rollout)
         assert any(not torch.equal(adapted[name], initial[name]) for name in initial)
 
@@ -108,4 +108,4 @@ def test_shipped_pick_place_ablation_trained_alike() -> None:
         assert info.train_config["data"] == "data/pp4"
         assert info.train_config["lr_schedule"] == "cosine" and info.train_config["steps"] == 1500
         assert info.model.policy.place_query == (kind != "encoder") and info.git_revision.startswith("2521be1")
-        assert info.action_gain == 1.0  # not swept (session 23)
+        assert info.action_gain == 1.0  # the val split kept 1 (session 23)
