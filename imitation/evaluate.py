@@ -57,7 +57,7 @@ from envs.task_spec import NUM_CONTAINERS, NUM_OBJECTS
 from imitation.checkpoint import check_action_gain, read_checkpoint
 from imitation.eval_report import Row, bar_plot, markdown_table, summarise, write_png
 from imitation.maml import Params
-from imitation.rollout import Rollout, expert_actor, load_dataset_task, random_actor, run_episode, side_by_side
+from imitation.rollout import Rollout, expert_actor, load_dataset_task, mean_actor, random_actor, run_episode, side_by_side
 from imitation.tracking import LoggerConfig, RunLogger
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,9 @@ class EvalConfig:
     inner_steps: List[int] = field(default_factory=list)  # test-time inner steps for daml/robot_demo; [] = each checkpoint's own
     # multipliers of the policy's action at deployment, per model method ("daml-x2"); [] = each checkpoint's own
     action_gains: List[float] = field(default_factory=list)
+    # ensembles by name: {name: [checkpoint names]}, a `daml` row each whose action is the mean of its members' actions,
+    # each member adapted on the same video (its own inner steps, lrs and action gain unless the job sets them)
+    ensembles: Dict[str, List[str]] = field(default_factory=dict)
     split: str = "test"  # which object identities: test (never trained on) | test_ood | val (model selection)
     num_tasks: int = 10  # N held-out tasks
     trials: int = 2  # M deployments per task and method, each in a new arrangement
@@ -119,6 +122,7 @@ class Variant:
     inner_steps: Optional[int] = None  # None: the checkpoint's own (or no adaptation)
     video_encoder: bool = False  # the checkpoint is the black-box baseline: "daml" then means its video encoder
     action_gain: Optional[float] = None  # None: the checkpoint's own
+    members: tuple[str, ...] = ()  # an ensemble's checkpoints (`checkpoint` is then the ensemble's name)
 
     @property
     def label(self) -> str:
@@ -145,6 +149,9 @@ def variants(cfg: EvalConfig) -> list[Variant]:
                 continue
             out += [Variant(name, m, k, encoder, g) for k in (steps if m in STEPPED_METHODS and not encoder else [None])
                     for g in gains]
+    if "daml" in cfg.methods:
+        out += [Variant(name, "daml", k, False, g, tuple(members)) for name, members in cfg.ensembles.items()
+                for k in steps for g in gains]
     return out + [Variant(NO_CHECKPOINT, m) for m in cfg.methods if m not in MODEL_METHODS]
 
 
@@ -183,8 +190,14 @@ def check_config(cfg: EvalConfig) -> None:
         raise ValueError("inner_steps, workers and videos must be >= 0")
     for gain in cfg.action_gains:
         check_action_gain(gain)
-    if NO_CHECKPOINT in cfg.named_checkpoints():
+    named = cfg.named_checkpoints()
+    if NO_CHECKPOINT in named:
         raise ValueError(f"{NO_CHECKPOINT!r} is reserved for the methods without a checkpoint")
+    for name, members in cfg.ensembles.items():
+        unknown = [m for m in members if m not in named]
+        if name in named or name == NO_CHECKPOINT or len(set(members)) < 2 or unknown:
+            raise ValueError(f"ensemble {name!r}: give at least 2 distinct checkpoint names of this job under a new name "
+                             f"(checkpoints: {', '.join(named)}; unknown: {', '.join(unknown) or 'none'})")
     if cfg.out in (MISSING, ""):
         raise ValueError("out=<run folder> is required")
     eval_seed(cfg.seed, 0, "task", 0)
@@ -302,20 +315,21 @@ def demonstration_job(cfg: EvalConfig, plan: TaskPlan, workspace: Workspace, pro
 def deploy_job(cfg: EvalConfig, plan: TaskPlan, variant: Variant, demo: Demonstration, workspace: Workspace,
                progress: Callable[[], None]) -> list[dict]:
     """One variant on one task: adapt once from the task's demonstration, deploy `trials` times; the episode records."""
-    rollout = workspace.rollouts.get(variant.checkpoint, workspace.first)
-    env = workspace.env(rollout)
+    members = [workspace.rollouts[m] for m in variant.members] or [workspace.rollouts.get(variant.checkpoint, workspace.first)]
+    env = workspace.env(members[0])
     params = None
-    steps_used = None  # inner steps actually taken (None for the methods without a model)
-    gain = None  # the action gain deployed (None for the methods without a model)
+    steps_used = None  # inner steps actually taken (None for the methods without a model; per member for an ensemble)
+    gain = None  # the action gain deployed (None for the methods without a model; per member for an ensemble)
     if variant.method in MODEL_METHODS:
-        params = adapted_params(rollout, variant, demo)
-        steps_used = 0 if variant.method == "none" else (rollout.inner_steps if variant.inner_steps is None else variant.inner_steps)
-        gain = rollout.action_gain if variant.action_gain is None else variant.action_gain
+        params = [adapted_params(rollout, variant, demo) for rollout in members]
+        steps = [0 if variant.method == "none" else (r.inner_steps if variant.inner_steps is None else variant.inner_steps) for r in members]
+        gains = [r.action_gain if variant.action_gain is None else variant.action_gain for r in members]
+        steps_used, gain = (steps, gains) if variant.members else (steps[0], gains[0])
     episodes = []
     for trial in range(cfg.trials):
         seed = eval_seed(cfg.seed, plan.index, "trial", trial)
-        if params is not None:
-            act = rollout.actor(params, variant.action_gain)  # one episode's: it may keep the episode's first observation
+        if params is not None:  # one episode's actor: it may keep the episode's first observation
+            act = mean_actor([r.actor(p, variant.action_gain) for r, p in zip(members, params)])
         elif variant.method == "random":
             act = random_actor(np.random.default_rng([seed, 1]))  # a stream of its own, not the env's
         elif variant.method == "expert":
@@ -323,7 +337,8 @@ def deploy_job(cfg: EvalConfig, plan: TaskPlan, variant: Variant, demo: Demonstr
         keep = trial == 0 and plan.index < cfg.videos
         episode = run_episode(env, act, plan.spec, seed, keep_frames=keep)
         record = {"task_index": plan.index, "task_id": envs.TaskSpec.from_dict(plan.spec).task_id(), "trial": trial, "seed": seed,
-                  "checkpoint": variant.checkpoint, "method": variant.label, "base_method": variant.method,
+                  "checkpoint": variant.checkpoint, "members": list(variant.members) or None, "method": variant.label,
+                  "base_method": variant.method,
                   "inner_steps": steps_used, "action_gain": gain, "success": episode.success, "steps": episode.steps,
                   "chosen_object": episode.chosen_object, "went_for_target": episode.chosen_object == plan.spec["target"],
                   "first_success_step": episode.first_success_step, "video": demo.video_source,
@@ -370,6 +385,10 @@ def run_evaluation(cfg: EvalConfig) -> EvalReport:
     out.mkdir(parents=True, exist_ok=True)
     workspace = Workspace(cfg)  # in this process too: checks every checkpoint loads before any worker starts
     family = _common_family(workspace)
+    for name, members in cfg.ensembles.items():
+        if len({json.dumps(workspace.rollouts[m].info.env, sort_keys=True) for m in members}) != 1:
+            raise ValueError(f"ensemble {name!r}: its checkpoints were trained in different envs (image size, visuals): "
+                             "they cannot act on the same observation")
     plans = plan_tasks(cfg, family)
     start = time.perf_counter()
     episodes, skips = _run(cfg, plans, workspace)

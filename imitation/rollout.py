@@ -79,6 +79,13 @@ def expert_actor(env: gym.Env) -> Actor:
     return lambda obs: env.unwrapped.expert_action()
 
 
+def mean_actor(actors: list[Actor]) -> Actor:
+    """The mean of several policies' actions on each observation (an ensemble); one actor is returned as it is."""
+    if len(actors) == 1:
+        return actors[0]
+    return lambda obs: np.mean([np.asarray(act(obs), dtype=np.float32) for act in actors], axis=0, dtype=np.float32)
+
+
 def random_actor(rng: np.random.Generator) -> Actor:
     return lambda obs: rng.uniform(-1.0, 1.0, size=envs.ACTION_DIM).astype(np.float32)
 

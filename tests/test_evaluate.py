@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from demos.seeds import MAX_BASE_SEED, MAX_TASKS, stream_seed
@@ -17,7 +18,9 @@ from imitation.tracking import LoggerConfig
 from imitation.evaluate import EVAL_FLAG, METHODS, EvalConfig, Variant, check_config, eval_seed, run_evaluation, variants
 from imitation import evaluate
 from imitation.adaptation_loss import AdaptationLossConfig
-from test_rollout import TINY_SPEC, tiny_checkpoint, write_tiny_checkpoint  # noqa: F401 (a fixture)
+from imitation.checkpoint import CheckpointInfo, build_learner, save_checkpoint
+from imitation.rollout import mean_actor
+from test_rollout import TINY_ENV, TINY_SPEC, tiny_checkpoint, write_tiny_checkpoint  # noqa: F401 (a fixture)
 
 BIN = Path(sys.executable).parent
 SMALL = ("num_tasks=2", "trials=2", "logger=none", "progress=false")
@@ -57,6 +60,37 @@ def test_variants_cover_checkpoints_methods_and_test_time_steps(monkeypatch: pyt
         check_config(replace(cfg, action_gains=[1, 0]))
     with pytest.raises(ValueError, match="give checkpoint=<path> or checkpoints="):
         check_config(EvalConfig(out="x"))
+
+
+def test_an_ensemble_acts_with_the_mean_of_its_members_actions(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """An ensemble is one `daml` row per ensemble (after the checkpoints' rows): each member adapts on the task's video
+    and the action is the mean of theirs. Two members that are the same policy act as that policy alone."""
+    cfg = EvalConfig(checkpoints={"a": str(tiny_checkpoint), "b": str(tiny_checkpoint)}, ensembles={"ab": ["a", "b"]},
+                     methods=["daml", "random"], num_tasks=1, trials=2, workers=1, out=str(tmp_path / "run"), progress=False,
+                     logger=LoggerConfig(kind="none"))
+    assert [(v.checkpoint, v.label, v.members) for v in variants(cfg)] == [
+        ("a", "daml", ()), ("b", "daml", ()), ("ab", "daml", ("a", "b")), ("-", "random", ())]
+    assert [v.checkpoint for v in variants(replace(cfg, methods=["none"]))] == ["a", "b"]  # video adaptation only
+    report = run_evaluation(cfg)
+    rows = {c: [e for e in report.episodes if e["checkpoint"] == c] for c in ("a", "ab")}
+    outcome = ("task_id", "seed", "success", "steps", "first_success_step", "chosen_object")
+    assert [[e[k] for k in outcome] for e in rows["ab"]] == [[e[k] for k in outcome] for e in rows["a"]] and len(rows["ab"]) == 2
+    assert all(e["members"] == ["a", "b"] and e["inner_steps"] == [1, 1] and e["action_gain"] == [1.0, 1.0] for e in rows["ab"])
+    assert all(e["members"] is None and e["inner_steps"] == 1 for e in rows["a"])
+    for bad in ({"c": ["a"]}, {"a": ["a", "b"]}, {"c": ["a", "z"]}, {"c": ["a", "a"]}):
+        with pytest.raises(ValueError, match="give at least 2 distinct checkpoint names of this job"):
+            check_config(replace(cfg, ensembles=bad))
+    other_env = tmp_path / "stock.pt"
+    save_checkpoint(other_env, build_learner(TINY_SPEC, seed=0), CheckpointInfo(
+        step=0, model=TINY_SPEC, env={**TINY_ENV, "robot_visuals": "stock"}, episode_length=40, dataset={}, train_config={}))
+    with pytest.raises(ValueError, match="trained in different envs"):
+        run_evaluation(replace(cfg, checkpoints={"a": str(tiny_checkpoint), "b": str(other_env)}, out=str(tmp_path / "mixed")))
+
+
+def test_mean_actor_averages_the_actions() -> None:
+    first, second = (lambda obs: np.array([1, -1, 0, 1], np.float32)), (lambda obs: np.array([0, 1, 0.5, -0.5], np.float32))
+    np.testing.assert_array_equal(mean_actor([first, second])({}), np.array([0.5, 0, 0.25, 0.25], np.float32))
+    assert mean_actor([first]) is first
 
 
 def test_a_black_box_checkpoint_is_evaluated_through_its_encoder(tiny_checkpoint: Path, tmp_path: Path) -> None:
