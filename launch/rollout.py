@@ -3,6 +3,7 @@
     oneshot-rollout checkpoint=runs/reach/last.pt dataset=data/reach task=0                 # a test task's own video
     oneshot-rollout checkpoint=runs/reach/last.pt video=person.mp4 dataset=data/reach task=0  # any video file, that task
     oneshot-rollout checkpoint=runs/reach/last.pt video=person.gif task=spec.json           # a TaskSpec.to_dict() file
+    oneshot-rollout checkpoint=checkpoints/push-linear.pt ensemble_with='[checkpoints/push-daml.pt]' ...   # an ensemble
 
 The video says what to do; the task (from a dataset, or a JSON task spec such as an episode's "task" in an
 evaluation's results.json) sets up the scene the robot acts in, and judges success. The arrangement is drawn
@@ -14,9 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import hydra
 import numpy as np
@@ -27,7 +28,7 @@ import envs
 from demos.export import write_mp4
 from demos.format import DatasetError
 from imitation.evaluate import eval_seed
-from imitation.rollout import Rollout, load_dataset_task, side_by_side
+from imitation.rollout import Rollout, load_dataset_task, mean_actor, run_episode, side_by_side
 from imitation.video import VideoError, read_video
 
 log = logging.getLogger("oneshot-rollout")
@@ -46,6 +47,8 @@ class RolloutConfig:
     seed: int = 0  # the arrangement: seed stream of oneshot-eval (task 0, trial 0 of evaluation seed `seed`)
     inner_steps: Optional[int] = None  # test-time inner steps; None: the checkpoint's own, 0: no adaptation
     action_gain: Optional[float] = None  # multiplies the policy's action; None: the checkpoint's own (oneshot-set-gain)
+    # more checkpoints of the same env: each adapts on the video too, and the robot executes the mean of all the actions
+    ensemble_with: List[str] = field(default_factory=list)
     out: str = MISSING  # folder for rollout.mp4 and episode.json
 
 
@@ -74,12 +77,15 @@ def task_and_video(cfg: RolloutConfig) -> tuple[envs.TaskSpec, np.ndarray, str]:
 
 def rollout(cfg: RolloutConfig) -> dict:
     """Adapt on the video, act once, write the side-by-side mp4 and episode.json; returns the episode record."""
-    model = Rollout.from_checkpoint(cfg.checkpoint, cfg.inner_steps, cfg.action_gain)
+    models = [Rollout.from_checkpoint(path, cfg.inner_steps, cfg.action_gain) for path in (cfg.checkpoint, *cfg.ensemble_with)]
+    if any(m.info.env != models[0].info.env for m in models):
+        raise ValueError("ensemble_with: every checkpoint must be trained in the env of checkpoint= (image size, visuals)")
+    model = models[0]
     spec, watched, source = task_and_video(cfg)
-    params = model.adapt(watched)
+    actor = mean_actor([m.actor(m.adapt(watched)) for m in models])
     env = model.make_env(cfg.split)
     try:
-        episode = model.deploy(params, env, spec, eval_seed(cfg.seed, 0, "trial", 0))
+        episode = run_episode(env, actor, spec, eval_seed(cfg.seed, 0, "trial", 0))
     finally:
         env.close()
     out = Path(cfg.out)

@@ -217,6 +217,17 @@ def test_rollout_command_writes_the_side_by_side_video(tiny_checkpoint: Path, re
     record = rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), dataset=str(reference), task="1", split="train", out=str(tmp_path)))
     assert isinstance(record["success"], bool) and record["steps"] == EPISODE_LENGTH and record["seed"] >= 1 << 62
     assert record["action_gain"] == 1.0
+    # an ensemble of the policy with itself acts as the policy alone; one from another env is refused
+    pair = rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), ensemble_with=[str(tiny_checkpoint)], dataset=str(reference),
+                                 task="1", split="train", out=str(tmp_path / "pair")))
+    assert [pair[k] for k in ("success", "steps", "first_success_step", "seed")] == [record[k] for k in ("success", "steps", "first_success_step", "seed")]
+    assert np.array_equal(read_video(tmp_path / "pair" / "rollout.mp4"), read_video(tmp_path / "rollout.mp4"))  # the same motion
+    stock = tmp_path / "stock.pt"
+    save_checkpoint(stock, build_learner(TINY_SPEC, seed=0), CheckpointInfo(step=0, model=TINY_SPEC, env={**TINY_ENV, "robot_visuals": "stock"},
+                                                                             episode_length=EPISODE_LENGTH, dataset={}, train_config={}))
+    with pytest.raises(ValueError, match="ensemble_with: every checkpoint must be trained in the env"):
+        rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), ensemble_with=[str(stock)], dataset=str(reference), task="1",
+                              split="train", out=str(tmp_path / "mixed")))
     assert read_video(tmp_path / "rollout.mp4").shape[0] == EPISODE_LENGTH + 1
     with pytest.raises(ValueError, match="the robot's scene needs a task"):
         rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), video=str(tmp_path / "rollout.mp4"), out=str(tmp_path)))
