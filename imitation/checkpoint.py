@@ -196,8 +196,9 @@ def check_action_gain(gain: float) -> None:
         raise ValueError(f"an action gain must be a finite number > 0, got {gain}")
 
 
-def set_action_gain(path: str | Path, gain: float, out: str | Path) -> Path:
-    """Write a copy of a checkpoint that deploys with `gain` (weights and everything else unchanged).
+def set_action_gain(path: str | Path, gain: float, out: str | Path) -> float:
+    """Write a copy of a checkpoint that deploys with `gain` (weights and everything else unchanged); returns the gain
+    the checkpoint had.
 
     A behaviour-cloned policy under-shoots where its demos disagree: the squared loss pulls its velocity towards
     their mean, and a closed loop that moves too little per step can stall or run out of time (push, session 23).
@@ -209,7 +210,7 @@ def set_action_gain(path: str | Path, gain: float, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically({**payload, "action_gain": float(gain)}, out)
-    return out
+    return float(payload.get("action_gain", 1.0))
 
 
 def grow_into(module: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:

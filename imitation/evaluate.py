@@ -57,7 +57,8 @@ from envs.task_spec import NUM_CONTAINERS, NUM_OBJECTS
 from imitation.checkpoint import check_action_gain, read_checkpoint
 from imitation.eval_report import Row, bar_plot, markdown_table, summarise, write_png
 from imitation.maml import Params
-from imitation.rollout import Rollout, expert_actor, load_dataset_task, mean_actor, random_actor, run_episode, side_by_side
+from imitation.rollout import (Rollout, expert_actor, load_dataset_task, mean_actor, random_actor, require_one_env, run_episode,
+                               side_by_side)
 from imitation.tracking import LoggerConfig, RunLogger
 
 log = logging.getLogger(__name__)
@@ -386,9 +387,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalReport:
     workspace = Workspace(cfg)  # in this process too: checks every checkpoint loads before any worker starts
     family = _common_family(workspace)
     for name, members in cfg.ensembles.items():
-        if len({json.dumps(workspace.rollouts[m].info.env, sort_keys=True) for m in members}) != 1:
-            raise ValueError(f"ensemble {name!r}: its checkpoints were trained in different envs (image size, visuals): "
-                             "they cannot act on the same observation")
+        require_one_env([workspace.rollouts[m] for m in members], f"ensemble {name!r}")
     plans = plan_tasks(cfg, family)
     start = time.perf_counter()
     episodes, skips = _run(cfg, plans, workspace)

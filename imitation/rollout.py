@@ -79,6 +79,13 @@ def expert_actor(env: gym.Env) -> Actor:
     return lambda obs: env.unwrapped.expert_action()
 
 
+def require_one_env(rollouts: list["Rollout"], name: str) -> None:
+    """An ensemble's policies act on one observation: refuse checkpoints trained in different envs."""
+    if any(r.info.env != rollouts[0].info.env for r in rollouts):
+        raise ValueError(f"{name}: every checkpoint must be trained in the env of the first; these were trained in "
+                         "different envs (image size, visuals), so they cannot act on the same observation")
+
+
 def mean_actor(actors: list[Actor]) -> Actor:
     """The mean of several policies' actions on each observation (an ensemble); one actor is returned as it is."""
     if len(actors) == 1:

@@ -28,7 +28,7 @@ import envs
 from demos.export import write_mp4
 from demos.format import DatasetError
 from imitation.evaluate import eval_seed
-from imitation.rollout import Rollout, load_dataset_task, mean_actor, run_episode, side_by_side
+from imitation.rollout import Rollout, load_dataset_task, mean_actor, require_one_env, run_episode, side_by_side
 from imitation.video import VideoError, read_video
 
 log = logging.getLogger("oneshot-rollout")
@@ -78,8 +78,7 @@ def task_and_video(cfg: RolloutConfig) -> tuple[envs.TaskSpec, np.ndarray, str]:
 def rollout(cfg: RolloutConfig) -> dict:
     """Adapt on the video, act once, write the side-by-side mp4 and episode.json; returns the episode record."""
     models = [Rollout.from_checkpoint(path, cfg.inner_steps, cfg.action_gain) for path in (cfg.checkpoint, *cfg.ensemble_with)]
-    if any(m.info.env != models[0].info.env for m in models):
-        raise ValueError("ensemble_with: every checkpoint must be trained in the env of checkpoint= (image size, visuals)")
+    require_one_env(models, "ensemble_with")
     model = models[0]
     spec, watched, source = task_and_video(cfg)
     actor = mean_actor([m.actor(m.adapt(watched)) for m in models])

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from imitation.checkpoint import read_checkpoint, set_action_gain
+from imitation.checkpoint import set_action_gain
 from launch.average import write_new_checkpoint
 
 
@@ -27,9 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def write() -> str:
-        before = float(read_checkpoint(args.checkpoint).get("action_gain", 1.0))
-        out = set_action_gain(args.checkpoint, args.gain, args.out)
-        return f"{out}: {args.checkpoint} deployed with action gain {args.gain:g} (was {before:g})"
+        before = set_action_gain(args.checkpoint, args.gain, args.out)
+        return f"{args.out}: {args.checkpoint} deployed with action gain {args.gain:g} (was {before:g})"
     return write_new_checkpoint(parser, args.out, write)
 
 
