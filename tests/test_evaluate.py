@@ -18,7 +18,6 @@ from imitation.tracking import LoggerConfig
 from imitation.evaluate import EVAL_FLAG, METHODS, EvalConfig, Variant, check_config, eval_seed, run_evaluation, variants
 from imitation import evaluate
 from imitation.adaptation_loss import AdaptationLossConfig
-from imitation.checkpoint import CheckpointInfo, build_learner, save_checkpoint
 from imitation.rollout import mean_actor
 from test_rollout import TINY_ENV, TINY_SPEC, tiny_checkpoint, write_tiny_checkpoint  # noqa: F401 (a fixture)
 
@@ -80,9 +79,7 @@ def test_an_ensemble_acts_with_the_mean_of_its_members_actions(tiny_checkpoint: 
     for bad in ({"c": ["a"]}, {"a": ["a", "b"]}, {"c": ["a", "z"]}, {"c": ["a", "a"]}):
         with pytest.raises(ValueError, match="give at least 2 distinct checkpoint names of this job"):
             check_config(replace(cfg, ensembles=bad))
-    other_env = tmp_path / "stock.pt"
-    save_checkpoint(other_env, build_learner(TINY_SPEC, seed=0), CheckpointInfo(
-        step=0, model=TINY_SPEC, env={**TINY_ENV, "robot_visuals": "stock"}, episode_length=40, dataset={}, train_config={}))
+    other_env = write_tiny_checkpoint(tmp_path / "stock.pt", env={**TINY_ENV, "robot_visuals": "stock"})
     with pytest.raises(ValueError, match="trained in different envs"):
         run_evaluation(replace(cfg, checkpoints={"a": str(tiny_checkpoint), "b": str(other_env)}, out=str(tmp_path / "mixed")))
 

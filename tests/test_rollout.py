@@ -32,9 +32,9 @@ EPISODE_LENGTH = 40  # reach
 BIN = Path(sys.executable).parent
 
 
-def write_tiny_checkpoint(path: Path, spec: ModelSpec = TINY_SPEC) -> Path:
+def write_tiny_checkpoint(path: Path, spec: ModelSpec = TINY_SPEC, env: dict = TINY_ENV) -> Path:
     """An untrained reach checkpoint at 32 px: what a training run would save, without the training."""
-    info = CheckpointInfo(step=0, model=spec, env=TINY_ENV, episode_length=EPISODE_LENGTH, dataset={}, train_config={})
+    info = CheckpointInfo(step=0, model=spec, env=env, episode_length=EPISODE_LENGTH, dataset={}, train_config={})
     return save_checkpoint(path, build_learner(spec, seed=0), info)
 
 
@@ -222,9 +222,7 @@ def test_rollout_command_writes_the_side_by_side_video(tiny_checkpoint: Path, re
                                  task="1", split="train", out=str(tmp_path / "pair")))
     assert [pair[k] for k in ("success", "steps", "first_success_step", "seed")] == [record[k] for k in ("success", "steps", "first_success_step", "seed")]
     assert np.array_equal(read_video(tmp_path / "pair" / "rollout.mp4"), read_video(tmp_path / "rollout.mp4"))  # the same motion
-    stock = tmp_path / "stock.pt"
-    save_checkpoint(stock, build_learner(TINY_SPEC, seed=0), CheckpointInfo(step=0, model=TINY_SPEC, env={**TINY_ENV, "robot_visuals": "stock"},
-                                                                             episode_length=EPISODE_LENGTH, dataset={}, train_config={}))
+    stock = write_tiny_checkpoint(tmp_path / "stock.pt", env={**TINY_ENV, "robot_visuals": "stock"})
     with pytest.raises(ValueError, match="ensemble_with: every checkpoint must be trained in the env"):
         rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), ensemble_with=[str(stock)], dataset=str(reference), task="1",
                               split="train", out=str(tmp_path / "mixed")))
