@@ -90,9 +90,11 @@ def rollout(cfg: RolloutConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_mp4(out / "rollout.mp4", side_by_side(watched, episode.frames, episode.success), fps=10.0)
+    # per member for an ensemble (as oneshot-eval records it), a plain number for one checkpoint
+    steps, gains = [m.inner_steps for m in models], [m.action_gain for m in models]
     record = {"config": asdict(cfg), "video": source, "task": episode.task, "seed": episode.seed, "success": episode.success,
-              "steps": episode.steps, "first_success_step": episode.first_success_step, "inner_steps": model.inner_steps,
-              "action_gain": model.action_gain}
+              "steps": episode.steps, "first_success_step": episode.first_success_step,
+              "inner_steps": steps if cfg.ensemble_with else steps[0], "action_gain": gains if cfg.ensemble_with else gains[0]}
     (out / "episode.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 

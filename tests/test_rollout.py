@@ -17,7 +17,7 @@ import envs
 from demos.shards import resample_indices
 from demos.testing import reference  # noqa: F401 (a fixture)
 from imitation.adaptation_loss import AdaptationLossConfig
-from imitation.checkpoint import CheckpointInfo, ModelSpec, build_learner, read_checkpoint, save_checkpoint
+from imitation.checkpoint import CheckpointInfo, ModelSpec, build_learner, read_checkpoint, save_checkpoint, set_action_gain
 from imitation.policy import PolicyConfig
 from imitation.rollout import Rollout, expert_actor, load_dataset_task, run_episode, side_by_side
 from imitation.video import VideoError, read_video
@@ -221,6 +221,10 @@ def test_rollout_command_writes_the_side_by_side_video(tiny_checkpoint: Path, re
     pair = rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), ensemble_with=[str(tiny_checkpoint)], dataset=str(reference),
                                  task="1", split="train", out=str(tmp_path / "pair")))
     assert [pair[k] for k in ("success", "steps", "first_success_step", "seed")] == [record[k] for k in ("success", "steps", "first_success_step", "seed")]
+    assert set_action_gain(tiny_checkpoint, 2.0, tmp_path / "gained.pt") == 1.0  # each member's own gain is recorded
+    mixed_gains = rollout(RolloutConfig(checkpoint=str(tiny_checkpoint), ensemble_with=[str(tmp_path / "gained.pt")],
+                                        dataset=str(reference), task="1", split="train", out=str(tmp_path / "gains")))
+    assert mixed_gains["action_gain"] == [1.0, 2.0] and mixed_gains["inner_steps"] == [record["inner_steps"]] * 2
     assert np.array_equal(read_video(tmp_path / "pair" / "rollout.mp4"), read_video(tmp_path / "rollout.mp4"))  # the same motion
     stock = write_tiny_checkpoint(tmp_path / "stock.pt", env={**TINY_ENV, "robot_visuals": "stock"})
     with pytest.raises(ValueError, match="ensemble_with: every checkpoint must be trained in the env"):
