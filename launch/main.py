@@ -2,6 +2,7 @@
 
     python -m launch.main                          # the shipped reach checkpoints, 10 test tasks x 2 trials (minutes)
     python -m launch.main --eval-tasks 50          # the README's table size
+    python -m launch.main --family push            # the shipped push (or pick_place) checkpoints instead
     python -m launch.main --pipeline               # collect, export, train and evaluate from scratch (~10-12 minutes)
 
 Default: `oneshot-eval` on test-split tasks (object identities never seen in training; evaluation seeds disjoint
@@ -27,10 +28,18 @@ import time
 from pathlib import Path
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
-# table name -> file: the headline (the learned linear loss with a query anchor, on demos with DART noise), then the
-# ablation at one recipe (DAML's temporal loss, the linear loss, the black box): checkpoints/README.md
-SHIPPED_MODELS = {"anchor": "reach-anchor.pt", "daml": "reach-daml.pt", "linear": "reach-linear.pt",
-                  "blackbox": "reach-blackbox.pt"}
+# family -> {table name: file} (checkpoints/README.md says how each was made). Reach: the headline (the learned linear
+# loss with a query anchor, on demos with DART noise), then the ablation at one recipe (DAML's temporal loss, the linear
+# loss, the black box). Push: the two learned losses and the black box. Pick and place: the headline (DAML), then the
+# ablation's three files, each from scratch at one budget.
+SHIPPED_MODELS = {
+    "reach": {"anchor": "reach-anchor.pt", "daml": "reach-daml.pt", "linear": "reach-linear.pt", "blackbox": "reach-blackbox.pt"},
+    "push": {"linear": "push-linear.pt", "daml": "push-daml.pt", "blackbox": "push-blackbox.pt"},
+    "pick_place": {"daml": "pick_place-daml.pt", "daml_gpu": "pick_place-daml-gpu.pt", "linear": "pick_place-linear.pt",
+                   "blackbox": "pick_place-blackbox.pt"},
+}
+# family -> {table name: members}: push's headline acts with the mean of its two learned losses' actions
+SHIPPED_ENSEMBLES = {"push": {"ensemble": ["linear", "daml"]}}
 
 
 def stage(title: str, module: str, *overrides: str) -> None:
@@ -46,8 +55,8 @@ def stage(title: str, module: str, *overrides: str) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", action="store_true", help="collect, train and evaluate from scratch instead")
-    parser.add_argument("--family", default="reach", choices=["reach", "push", "pick_place"],
-                        help="task family of --pipeline (default reach; the shipped checkpoints are reach)")
+    parser.add_argument("--family", default="reach", choices=list(SHIPPED_MODELS),
+                        help="task family: of the shipped checkpoints evaluated, or of --pipeline (default reach)")
     parser.add_argument("--out", default="outputs/make-run", help="folder for everything written (default outputs/make-run)")
     parser.add_argument("--train-tasks", type=int, default=60, help="--pipeline: training tasks to collect (default 60)")
     parser.add_argument("--train-steps", type=int, default=1500, help="--pipeline: meta-training steps (default 1500)")
@@ -56,20 +65,23 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def evaluate(checkpoints: dict[str, Path], evaluation: Path, args: argparse.Namespace) -> None:
+def evaluate(checkpoints: dict[str, Path], evaluation: Path, args: argparse.Namespace,
+             ensembles: dict[str, list[str]] | None = None) -> None:
     listed = ", ".join(f"{name}: '{path}'" for name, path in checkpoints.items())
-    stage("evaluate on held-out tasks", "launch.evaluate", f"++checkpoints={{{listed}}}", f"num_tasks={args.eval_tasks}",
-          f"trials={args.trials}", f"out={evaluation}", "logger=none", "videos=2")
+    grouped = ", ".join(f"{name}: [{', '.join(members)}]" for name, members in (ensembles or {}).items())
+    stage("evaluate on held-out tasks", "launch.evaluate", f"++checkpoints={{{listed}}}", f"++ensembles={{{grouped}}}",
+          f"num_tasks={args.eval_tasks}", f"trials={args.trials}", f"out={evaluation}", "logger=none", "videos=2")
     print(f"\n{(evaluation / 'summary.md').read_text()}")
     print(f"side-by-side videos (watched | robot acting): {evaluation / 'videos'}")
 
 
 def shipped(args: argparse.Namespace) -> None:
-    checkpoints = {name: SHIPPED / file for name, file in SHIPPED_MODELS.items()}
+    checkpoints = {name: SHIPPED / file for name, file in SHIPPED_MODELS[args.family].items()}
     missing = [str(path) for path in checkpoints.values() if not path.exists()]
     if missing:
         raise SystemExit(f"make run: shipped checkpoint(s) missing: {', '.join(missing)}; run with --pipeline to train one")
-    evaluate(checkpoints, Path(args.out) / "eval" / f"shipped-{time.strftime('%Y%m%d-%H%M%S')}", args)
+    evaluation = Path(args.out) / "eval" / f"shipped-{args.family}-{time.strftime('%Y%m%d-%H%M%S')}"
+    evaluate(checkpoints, evaluation, args, SHIPPED_ENSEMBLES.get(args.family))
 
 
 def pipeline(args: argparse.Namespace) -> None:

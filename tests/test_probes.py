@@ -34,13 +34,13 @@ def test_refuses_bad_arguments() -> None:
 
 
 def test_shipped_reach_model_reads_and_finds_the_target() -> None:
-    summary = probe_query.probe(str(SHIPPED / SHIPPED_MODELS["linear"]), split="val", tasks=10)
+    summary = probe_query.probe(str(SHIPPED / SHIPPED_MODELS["reach"]["linear"]), split="val", tasks=10)
     assert summary.read_right >= 9  # the right object's hue, of 3 candidates
     assert summary.entropy < summary.uniform_entropy / 2  # the adapted query's softmax is peaked, not spread out
     assert np.all(summary.rmse < summary.spread / 2), (summary.rmse, summary.spread)  # its point locates the target
     assert summary.head_rmse is None  # trained without a target-position head
     assert summary.target_mass > 0.5 > 0.1 > summary.other_mass  # its softmax sits on the target, not the others
-    shortened = probe_query.probe(str(SHIPPED / SHIPPED_MODELS["linear"]), split="val", tasks=10, query_scale=0.05)
+    shortened = probe_query.probe(str(SHIPPED / SHIPPED_MODELS["reach"]["linear"]), split="val", tasks=10, query_scale=0.05)
     assert shortened.entropy > 0.9 * shortened.uniform_entropy  # a short query's softmax spreads over the whole view
     assert shortened.rmse.mean() > 2 * summary.rmse.mean()  # and its point no longer locates the target
 
@@ -97,4 +97,4 @@ def test_probe_grasp_refuses_what_it_cannot_probe() -> None:
     with pytest.raises(SystemExit):
         probe_grasp.parse_args(["--method", "expert", "--tasks", "0"])
     with pytest.raises(ValueError, match="trained on reach, not pick_place"):
-        probe_grasp.probe(str(SHIPPED / SHIPPED_MODELS["linear"]), "daml", tasks=1)
+        probe_grasp.probe(str(SHIPPED / SHIPPED_MODELS["reach"]["linear"]), "daml", tasks=1)

@@ -19,7 +19,7 @@ def adapted_to_a_random_video(rollout: Rollout) -> tuple[dict, dict]:
 
 
 def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
-    rollouts = {name: Rollout.from_checkpoint(SHIPPED / file) for name, file in SHIPPED_MODELS.items()}
+    rollouts = {name: Rollout.from_checkpoint(SHIPPED / file) for name, file in SHIPPED_MODELS["reach"].items()}
     anchor, daml, linear, black_box = (rollouts[name] for name in ("anchor", "daml", "linear", "blackbox"))
     for learned_loss in (anchor, daml, linear):
         assert set(learned_loss.learner.cfg.adapt_only) == {*POLICY_HEAD, "target_query"}
@@ -31,7 +31,7 @@ def test_shipped_checkpoints_load_and_adapt_from_a_video() -> None:
     # as checkpoints/README.md says: anchor and linear are the means of their runs' checkpoints at steps 7500 to 10000
     assert (anchor.info.step, daml.info.step, linear.info.step, black_box.info.step) == (10000, 9000, 10000, 9500)
     for name in ("anchor", "linear"):
-        averaged = read_checkpoint(SHIPPED / SHIPPED_MODELS[name])["averaged_from"]
+        averaged = read_checkpoint(SHIPPED / SHIPPED_MODELS["reach"][name])["averaged_from"]
         assert [source["step"] for source in averaged] == list(range(7500, 10001, 500))
     for rollout in rollouts.values():
         assert tuple(rollout.info.model.policy.conv_strides) == (2, 2, 1)  # all read a 16x16 last feature map
@@ -61,10 +61,11 @@ def continued_shipped_file(file: str, family: str, kind: str, step: int, strides
 
 
 def test_shipped_push_checkpoints_continued_the_ones_before() -> None:
-    """checkpoints/push-*.pt (not in `make run`): each run started from the file it replaced (checkpoints/README.md):
+    """checkpoints/push-*.pt (`make run` evaluates them with `--family push`): each run started from the file it replaced (checkpoints/README.md):
     DAML and linear are session 12's GPU stage (`FROM=checkpoints launch/gpu_train.sh push`) at the steps val chose,
     the black box session 13's CPU stage, annealed (`lr_schedule=cosine`) to its last step; each deploys with the action
     gain the val split chose (session 23, oneshot-set-gain)."""
+    assert set(SHIPPED_MODELS["push"].values()) == set(PUSH_MODELS)
     for file, (kind, step, schedule, gain) in PUSH_MODELS.items():
         info = continued_shipped_file(file, "push", kind, step, (2, 2, 1))
         assert info.action_gain == gain
@@ -75,7 +76,7 @@ def test_shipped_push_checkpoints_continued_the_ones_before() -> None:
 
 
 def test_shipped_pick_place_checkpoint_reads_the_object_and_the_box() -> None:
-    """checkpoints/pick_place-daml.pt (not in `make run`): session 18's run `pp6-data` at step 7000 (of a 10000-step
+    """checkpoints/pick_place-daml.pt (`make run --family pick_place`'s headline): session 18's run `pp6-data` at step 7000 (of a 10000-step
     anneal; the val split chose it), session 17's file (a place query, a 32x32 last feature map, 1200 tasks) trained on
     twice the data again, 2388 tasks, at half the outer learning rate (checkpoints/README.md)."""
     rollout = Rollout.from_checkpoint(SHIPPED / "pick_place-daml.pt")
@@ -100,9 +101,10 @@ PICK_PLACE_ABLATION = {"pick_place-daml-gpu.pt": ("temporal", 1500), "pick_place
 
 
 def test_shipped_pick_place_ablation_trained_alike() -> None:
-    """checkpoints/pick_place-{daml-gpu,linear,blackbox}.pt (not in `make run`): session 19's runs from scratch on one
+    """checkpoints/pick_place-{daml-gpu,linear,blackbox}.pt (in `make run --family pick_place`): session 19's runs from scratch on one
     GPU (`launch/gpu_train.sh pick_place`), each trained on by the same 1500-step anneal on data/pp4
     (checkpoints/README.md), at the steps val chose; the two learned losses read the box too."""
+    assert set(SHIPPED_MODELS["pick_place"].values()) == {"pick_place-daml.pt", *PICK_PLACE_ABLATION}
     for file, (kind, step) in PICK_PLACE_ABLATION.items():
         info = continued_shipped_file(file, "pick_place", kind, step, (2, 1, 1))
         assert info.train_config["data"] == "data/pp4"
