@@ -6,7 +6,8 @@ from torch import nn
 
 from imitation.adaptation_loss import AdaptationLossConfig, LinearFeatureLoss, TemporalConvLoss, build_adaptation_loss
 from envs.core import ROBOT_CAMERA
-from imitation.bc import BCLossConfig, BehaviourCloningLoss, build_imitation_learner, imitation_batch
+from imitation.bc import (BCLossConfig, BehaviourCloningLoss, build_imitation_learner, grasp_frame_weights,
+                          imitation_batch)
 from imitation.layers import init_parameters, spatial_soft_argmax
 from imitation.policy import GPU_POLICY, Policy, PolicyConfig, quadratic
 
@@ -94,6 +95,30 @@ def test_target_position_is_read_off_the_query_point_and_trained_against_the_rec
         imitation_batch(policy, images, images, states, actions, None, positions)
     with pytest.raises(ValueError, match="target_query"):
         PolicyConfig(target_position=True)
+
+
+def test_grasp_weight_raises_the_cloning_loss_on_the_frames_that_end_with_the_first_close() -> None:
+    """Frames 2-4 end with the first close (frame 4); the later closed frames and a sequence that never closes keep
+    weight 1, and an error on a grasp frame costs `grasp_weight` times what it costs elsewhere."""
+    commands = torch.tensor([[1.0, 1.0, 1.0, 1.0, -1.0, -1.0, 1.0], [1.0] * 7])
+    weights = grasp_frame_weights(commands, 5.0, 3)
+    assert weights.tolist() == [[1.0, 1.0, 5.0, 5.0, 5.0, 1.0, 1.0], [1.0] * 7]
+    actions = torch.zeros(2, 7, 4)
+    actions[..., 3] = commands
+    exact = torch.where(actions[..., 3:] > 0, 20.0, -20.0).expand(2, 7, 1)  # gripper logits right and sure
+
+    def loss_with_velocity_error_at(frame: int, weight: float) -> float:
+        predicted = torch.cat([torch.zeros(2, 7, 3), exact], dim=-1)
+        predicted[0, frame, 0] = 0.3
+        out = Policy()(frames(2, 7), torch.zeros(2, 7, 11))._replace(actions=predicted)
+        return BehaviourCloningLoss(BCLossConfig(grasp_weight=weight))(out, actions, torch.zeros(2, 3)).item()
+
+    plain = loss_with_velocity_error_at(3, 1.0)
+    assert plain == pytest.approx(0.3**2 / 3 / 14, rel=1e-4)  # the mean over 14 frames of the 3-dim MSE
+    assert loss_with_velocity_error_at(3, 5.0) == pytest.approx(5 * plain, rel=1e-4)
+    assert loss_with_velocity_error_at(5, 5.0) == pytest.approx(plain, rel=1e-4)
+    with pytest.raises(ValueError, match="grasp_frames"):
+        BCLossConfig(grasp_frames=0)
 
 
 def test_query_map_label_lies_where_the_camera_sees_the_target_and_rewards_a_query_on_it() -> None:
