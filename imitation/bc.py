@@ -93,7 +93,7 @@ class BehaviourCloningLoss(nn.Module):
         else:
             gripper = (predicted[..., 3] - actions[..., 3]).square()
         per_frame = self.cfg.velocity_weight * velocity + self.cfg.gripper_weight * gripper
-        if self.cfg.grasp_weight != 1.0 and actions.dim() > 1:
+        if self.cfg.grasp_weight != 1.0:
             per_frame = per_frame * grasp_frame_weights(actions[..., 3], self.cfg.grasp_weight, self.cfg.grasp_frames)
         loss = per_frame.mean()
         if output.goal is not None:
