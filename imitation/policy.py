@@ -62,6 +62,12 @@ class PolicyConfig:
     # (imitation.rollout.Rollout.actor). Needs target_query. On reach it helped with demos recorded under DART noise
     # (collect's demo_noise) and hurt without; with seed=1 the run never learned the video read (README, Results).
     query_anchor: bool = False
+    # The last feature map averaged under the target query's softmax (one value per channel) joins the end of the first
+    # FC input: what the map holds where the query looks, not only where that is. The query's point is 2-D; the object's
+    # size and height, and the fingers around it, are not in it, and pick_place's missed grasps come 1-2 cm off along
+    # the camera's depth axis, where a point on the image cannot tell a taller object from a nearer one (README). Needs
+    # target_query.
+    query_glimpse: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
 
@@ -78,6 +84,8 @@ class PolicyConfig:
             raise ValueError("target_position reads the target query's point: set target_query=true too")
         if self.query_anchor and not self.target_query:
             raise ValueError("query_anchor keeps the target query's first point: set target_query=true too")
+        if self.query_glimpse and not self.target_query:
+            raise ValueError("query_glimpse reads the map under the target query: set target_query=true too")
 
 
 # About the MIL/DAML pushing network, at the size those papers used; meant for a GPU.
@@ -134,6 +142,12 @@ def _query(feature_map: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
     return scores, spatial_soft_argmax(scores.unsqueeze(1), torch.ones((), dtype=scores.dtype))
 
 
+def map_under_query(feature_map: Tensor, scores: Tensor) -> Tensor:
+    """(N, C, h, w) map and a query's (N, h, w) scores -> (N, C): the map's mean under the scores' softmax."""
+    attention = torch.softmax(scores.flatten(1), dim=-1)
+    return torch.einsum("ncp,np->nc", feature_map.flatten(2), attention)
+
+
 class Policy(nn.Module):
     """Maps uint8 frames (..., H, W, 3) and robot states (..., state_dim) to actions and per-frame features.
 
@@ -164,7 +178,9 @@ class Policy(nn.Module):
         self.hue = nn.Linear(channels, HUE_DIM) if cfg.hue_prediction else None
         self.locate = nn.Linear(QUADRATIC_DIM, POSITION_DIM) if cfg.target_position else None
         anchor_dim = 2 if cfg.query_anchor else 0
-        sizes = (points_dim + cfg.state_dim + cfg.bias_transform_dim + goal_dim + place_dim + anchor_dim, *cfg.fc_sizes)
+        glimpse_dim = channels if cfg.query_glimpse else 0
+        sizes = (points_dim + cfg.state_dim + cfg.bias_transform_dim + goal_dim + place_dim + anchor_dim + glimpse_dim,
+                 *cfg.fc_sizes)
         self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], cfg.action_dim)
         # Registered last: the adapted parameters (and so MetaLearner's inner lrs) keep their order with one more at
@@ -198,7 +214,8 @@ class Policy(nn.Module):
             goal = self.goal(torch.cat([points, bias, place], dim=-1))
             inputs.append(goal)
         anchor = _first_of_sequence(query_point, lead) if self.cfg.query_anchor else points[:, :0]
-        h = torch.cat([*inputs, place, anchor], dim=-1)
+        glimpse = map_under_query(feature_map, scores) if self.cfg.query_glimpse else points[:, :0]
+        h = torch.cat([*inputs, place, anchor, glimpse], dim=-1)
         for layer in self.fc:
             h = F.relu(layer(h))
         actions = self.head(h)

@@ -9,7 +9,8 @@ from envs.core import ROBOT_CAMERA
 from imitation.bc import (BCLossConfig, BehaviourCloningLoss, build_imitation_learner, grasp_frame_weights,
                           imitation_batch)
 from imitation.layers import init_parameters, spatial_soft_argmax
-from imitation.policy import GPU_POLICY, Policy, PolicyConfig, quadratic
+from imitation.checkpoint import grow_into
+from imitation.policy import GPU_POLICY, Policy, PolicyConfig, map_under_query, quadratic
 
 
 def frames(*lead: int, size: tuple[int, int] = (64, 64), seed: int = 0) -> torch.Tensor:
@@ -240,3 +241,24 @@ def test_adaptation_loss_is_a_nonnegative_scalar(kind: str, cls: type) -> None:
         assert value.shape == () and value.item() >= 0.0
     with pytest.raises(ValueError, match="kind"):
         AdaptationLossConfig(kind="lstm")
+
+
+def test_query_glimpse_reads_the_map_under_the_query_and_grows_from_a_model_without_it() -> None:
+    """policy.query_glimpse: the map's mean under the query's softmax joins the FC input; grown into, it starts with
+    no effect, and once given weight the actions depend on what the map holds where the query looks."""
+    feature_map = torch.randn(2, 32, 4, 4, generator=torch.Generator().manual_seed(0))
+    peaked = torch.full((2, 4, 4), -1e4)
+    peaked[:, 1, 2] = 0.0
+    torch.testing.assert_close(map_under_query(feature_map, peaked), feature_map[:, :, 1, 2])
+    torch.testing.assert_close(map_under_query(feature_map, torch.zeros(2, 4, 4)), feature_map.mean((2, 3)))
+
+    plain = init_parameters(Policy(PolicyConfig(target_query=True)), torch.Generator().manual_seed(1))
+    plain.requires_grad_(False).target_query.normal_(generator=torch.Generator().manual_seed(2))
+    glimpsing = Policy(PolicyConfig(target_query=True, query_glimpse=True)).requires_grad_(False)
+    assert "fc.0.weight" in grow_into(glimpsing, plain.state_dict())
+    images, states = frames(2, 3), torch.randn(2, 3, 11, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(glimpsing(images, states).actions, plain(images, states).actions, rtol=0, atol=0)
+    glimpsing.fc[0].weight[:, -32:].normal_(generator=torch.Generator().manual_seed(4))
+    assert not torch.allclose(glimpsing(images, states).actions, plain(images, states).actions)
+    with pytest.raises(ValueError, match="target_query"):
+        PolicyConfig(query_glimpse=True)
