@@ -49,6 +49,7 @@ class Trace:
     grasped_other: bool = False
     closed_away: bool = False  # its first close command came away from the target
     other_box: bool = False  # it held the target over another container's footprint
+    first_close: np.ndarray | None = None  # effector minus target centre (x, y, z, metres) at the first close; None: none
 
 
 def trace_episode(env: gym.Env, act: Actor, spec: envs.TaskSpec, seed: int) -> Trace:
@@ -68,6 +69,7 @@ def trace_episode(env: gym.Env, act: Actor, spec: envs.TaskSpec, seed: int) -> T
                                                  ("closed there", down and closing)) if hit}
         if closing and not closed_before:
             trace.closed_away, closed_before = not down, True
+            trace.first_close = view.ee - view.target_position
         obs, _, terminated, truncated, info = env.step(action)
         done = terminated or truncated
         held = unwrapped.holding
@@ -90,6 +92,8 @@ class GraspSummary:
     closed_away: int
     other_box: int
     skipped: int  # tasks without a successful human video (skipped, as oneshot-eval does)
+    # the first closes' offsets (effector minus target, metres), of the episodes that succeeded and of those that failed
+    close_offsets: dict[str, np.ndarray] = field(default_factory=dict)  # "success" | "failure" -> (episodes, 3)
 
 
 def probe(checkpoint: str | None, method: str = "daml", split: str = "val", tasks: int = 30,
@@ -113,9 +117,12 @@ def probe(checkpoint: str | None, method: str = "daml", split: str = "val", task
         spec = envs.TaskSpec.from_dict(plan.spec)
         traces.append(trace_episode(env, act, spec, eval_seed(seed, plan.index, "trial", 0)))
     env.close()
+    offsets = {outcome: np.array([t.first_close for t in traces if t.first_close is not None
+                                  and ("success" in t.reached) == (outcome == "success")]).reshape(-1, 3)
+               for outcome in ("success", "failure")}
     return GraspSummary(len(traces), {stage: sum(stage in t.reached for t in traces) for stage in STAGES},
                         sum(t.grasped_other for t in traces), sum(t.closed_away for t in traces),
-                        sum(t.other_box for t in traces), skipped)
+                        sum(t.other_box for t in traces), skipped, offsets)
 
 
 def actor(method: str, rollout: Rollout | None, env: gym.Env, cfg: EvalConfig, plan: TaskPlan) -> Actor:
@@ -124,6 +131,10 @@ def actor(method: str, rollout: Rollout | None, env: gym.Env, cfg: EvalConfig, p
     if method == "random":
         return random_actor(np.random.default_rng(eval_seed(cfg.seed, plan.index, "trial", 0)))
     return rollout.actor(rollout.adapt(demonstrate(cfg, plan, env).video))
+
+
+def format_cm(metres: np.ndarray) -> str:
+    return ", ".join(f"{v * 100:+.1f}" for v in metres)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -156,6 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     print("  ".join(f"{stage} {count}" for stage, count in summary.reached.items()))
     print(f"grasped another {summary.grasped_other}; first close away from the target {summary.closed_away}; "
           f"held it over another box {summary.other_box}")
+    for outcome, offsets in summary.close_offsets.items():
+        if len(offsets):
+            print(f"first close, effector minus target (x, y, z), {outcome} ({len(offsets)} episodes): mean "
+                  f"{format_cm(offsets.mean(0))} cm, sd {format_cm(offsets.std(0))} cm")
     print(f"({time.perf_counter() - started:.0f} s)")
 
 

@@ -84,11 +84,15 @@ def test_probe_grasp_follows_the_stages(capsys: pytest.CaptureFixture) -> None:
     expert = probe_grasp.probe(None, "expert", tasks=3)  # val tasks 0-2, which the expert does (task 3's object is too flat)
     assert expert.reached == {stage: 3 for stage in probe_grasp.STAGES}
     assert expert.closed_away == expert.grasped_other == expert.other_box == 0
+    closes = expert.close_offsets["success"]  # the expert closes at its grasp point, just above the centre
+    assert closes.shape == (3, 3) and expert.close_offsets["failure"].shape == (0, 3)
+    assert np.all(np.abs(closes[:, :2]) < 0.01) and np.all((closes[:, 2] > 0) & (closes[:, 2] < 0.02))
     probe_grasp.main(["--method", "random", "--tasks", "3"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "random: pick_place, val split, 3 episodes (evaluation seed 0)"
     assert "grasped it 0" in lines[1] and lines[1].endswith("success 0")
     assert lines[2].startswith("grasped another 0; first close away from the target 3;")  # it closes in the air at once
+    assert lines[3].startswith("first close, effector minus target (x, y, z), failure (3 episodes): mean ")
 
 
 def test_probe_grasp_refuses_what_it_cannot_probe() -> None:
