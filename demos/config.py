@@ -37,7 +37,7 @@ class CollectConfig:
     videos_per_task: int = 1  # successful human-proxy videos kept per task
     base_seed: int = 0  # root of every seed of the dataset (tasks, demos, videos): see demos/seeds.py, 0-65535
     # each drawn object set once per choice of target (reach: 3 tasks per set): the scenes of the data then never tell
-    # the target, even to a model that memorises them; only the video does (see README, Results)
+    # the target, even to a model that memorises them; only the video does (see docs/results.md)
     all_targets: bool = False
     # with all_targets: the tasks of one object set share their robot demos' seeds, so each robot scene (arrangement
     # and start) is recorded once per target. Without it, every demo's scene is unique and a model can memorise which

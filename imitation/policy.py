@@ -60,12 +60,12 @@ class PolicyConfig:
     # first frame, 5.0 cm over the last quarter). A sequence's first frame is its first along the last leading
     # dimension of the inputs (time); one observation at a time, the actor passes the episode's first with it
     # (imitation.rollout.Rollout.actor). Needs target_query. On reach it helped with demos recorded under DART noise
-    # (collect's demo_noise) and hurt without; with seed=1 the run never learned the video read (README, Results).
+    # (collect's demo_noise) and hurt without; with seed=1 the run never learned the video read (docs/results.md).
     query_anchor: bool = False
     # The last feature map averaged under the target query's softmax (one value per channel) joins the end of the first
     # FC input: what the map holds where the query looks, not only where that is. The query's point is 2-D; the object's
     # size and height, and the fingers around it, are not in it, and pick_place's missed grasps come 1-2 cm off along
-    # the camera's depth axis, where a point on the image cannot tell a taller object from a nearer one (README). Needs
+    # the camera's depth axis, where a point on the image cannot tell a taller object from a nearer one (docs/results.md). Needs
     # target_query.
     query_glimpse: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
