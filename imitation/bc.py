@@ -54,8 +54,8 @@ class BCLossConfig:
     place_map_weight: float = 0.0
     # Weight of the velocity and gripper terms on the demo's grasp frames, against 1 on the others: the
     # `grasp_frames` frames (of those the loader keeps) that end with the first one whose gripper command closes.
-    # The grasp is a few frames of a demo's dozens, and it is where pick_place's policy fails (docs/results.md: its first
-    # close comes 2-3 cm off the object); this gives those frames more of the loss. 1 = off (every frame alike).
+    # The grasp is a few frames of a demo's dozens, and it is where pick_place's policy fails (docs/results.md: its
+    # first close comes 2-3 cm off the object); this gives those frames more of the loss. 1 = off (every frame alike).
     grasp_weight: float = 1.0
     grasp_frames: int = 3
 

@@ -65,8 +65,8 @@ class PolicyConfig:
     # The last feature map averaged under the target query's softmax (one value per channel) joins the end of the first
     # FC input: what the map holds where the query looks, not only where that is. The query's point is 2-D; the object's
     # size and height, and the fingers around it, are not in it, and pick_place's missed grasps come 1-2 cm off along
-    # the camera's depth axis, where a point on the image cannot tell a taller object from a nearer one (docs/results.md). Needs
-    # target_query.
+    # the camera's depth axis, where a point on the image cannot tell a taller object from a nearer one
+    # (docs/results.md). Needs target_query.
     query_glimpse: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
