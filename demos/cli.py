@@ -27,7 +27,8 @@ def info(root: Path) -> str:
     lines = [f"dataset {root} (format {m['format_version']}, code {version.get('git', '?')[:10]}"
              f"{' dirty' if version.get('dirty') else ''}, package {version['package']})",
              f"env: family={cfg['family']} image_size={cfg['image_size']} robot_visuals={cfg['robot_visuals']} "
-             f"renderer={cfg['renderer']} (used: {env['renderer']}), {env['max_episode_steps']} steps per demo",
+             f"renderer={cfg['renderer']} (used: {env['renderer']}){' depth=true' if cfg.get('depth') else ''}, "
+             f"{env['max_episode_steps']} steps per demo",
              f"success: {env['success_rule']}",
              f"{'split':<9}{'tasks':>7}{'skipped':>9}{'demos':>7}{'videos':>8}{'demo frames':>13}{'video frames':>14}"
              f"{'kept demos':>12}{'kept videos':>13}{'MB':>9}"]

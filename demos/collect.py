@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 import envs
-from demos.config import CollectConfig, plan_of
+from demos.config import CollectConfig, env_plan, plan_of
 from demos.format import code_version, num_shard_files, shard_name
 from demos.manifest import prepare_output, update_manifest
 from demos.pool import report, run_spawned
@@ -79,7 +79,8 @@ HANDOVER_STREAM = 0x0D12  # seeds a driven demo's handover step apart from its n
 
 def make_env(cfg: CollectConfig) -> gym.Env:
     e = cfg.env
-    return envs.make(e.family, split=cfg.split, image_size=e.image_size, robot_visuals=e.robot_visuals, renderer=e.renderer)
+    return envs.make(e.family, split=cfg.split, image_size=e.image_size, robot_visuals=e.robot_visuals, renderer=e.renderer,
+                     depth=e.depth)
 
 
 def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, noise: float = 0.0,
@@ -94,11 +95,13 @@ def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, nois
     """
     obs, info = env.reset(seed=seed, options={"task": task})
     perturb = np.random.default_rng([seed, DART_STREAM])
-    images, states, actions, target_positions = [], [], [], []
+    images, states, actions, target_positions, depths = [], [], [], [], []
     done = False
     while not done:
         action = env.unwrapped.expert_action()
         images.append(obs["image"])
+        if "depth" in obs:
+            depths.append(obs["depth"])
         states.append(obs["state"])
         actions.append(action)
         target_positions.append(env.unwrapped.privileged_view().target_position)
@@ -111,7 +114,8 @@ def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, nois
     if not info["is_success"]:
         return None
     return Demo(np.stack(images), np.stack(states).astype(np.float32), np.stack(actions).astype(np.float32),
-                np.stack(target_positions).astype(np.float32), seed, attempt, driven_steps=None if driver is None else handover)
+                np.stack(target_positions).astype(np.float32), seed, attempt, driven_steps=None if driver is None else handover,
+                depth=np.stack(depths) if depths else None)
 
 
 def record_driven_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, noise: float, driver: Actor,
@@ -186,7 +190,7 @@ def collect_shard(cfg: CollectConfig, shard: int, tasks: list[envs.TaskSpec], pr
     n = num_shard_files(cfg.num_tasks, cfg.tasks_per_shard)
     path = Path(cfg.out) / shard_name(cfg.split, shard, n)
     first = shard * cfg.tasks_per_shard
-    driver = driver_factory(cfg.driver, asdict(cfg.env)) if cfg.driven_demos_per_task else None
+    driver = driver_factory(cfg.driver, env_plan(cfg.env)) if cfg.driven_demos_per_task else None
     env = make_env(cfg)
     try:
         episodes = [collect_task(env, cfg, first + i, task, progress, driver) for i, task in enumerate(tasks)]
@@ -251,7 +255,7 @@ def collect(cfg: CollectConfig, driver_factory: DriverFactory | None = None) -> 
     if cfg.driven_demos_per_task:
         if driver_factory is None:
             raise ValueError("driven demos need a driver factory (oneshot-collect passes the trained policy's)")
-        driver_factory(cfg.driver, asdict(cfg.env))
+        driver_factory(cfg.driver, env_plan(cfg.env))
 
     root = Path(cfg.out)
     prepare_output(root, cfg)

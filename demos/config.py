@@ -23,6 +23,9 @@ class EnvConfig:
     image_size: int = 64  # side of the square camera images, in pixels (32-256)
     robot_visuals: str = "lowpoly"  # robot meshes: lowpoly (fast) | stock (original Panda meshes, ~10x slower)
     renderer: str = "tiny"  # tiny (CPU TinyRenderer) | egl (GPU; falls back to tiny): the one used is recorded
+    # also record the robot camera's depth with every demo frame (uint8 levels: envs.core.encode_depth), for a policy
+    # that reads it (policy.query_depth); the human videos never have depth
+    depth: bool = False
 
 
 @dataclass
@@ -64,10 +67,15 @@ class CollectConfig:
     progress: bool = True  # show a progress bar (tqdm) on stderr
 
 
+def env_plan(env: EnvConfig) -> dict:
+    """The environment's settings as recorded; `depth` only when on, so datasets made before it match their plans."""
+    return {k: v for k, v in asdict(env).items() if k != "depth" or v}
+
+
 def plan_of(cfg: CollectConfig) -> dict:
     """The settings that define a split's contents; a resumed or sharded job must agree on all of them."""
     return {
-        "env": asdict(cfg.env),
+        "env": env_plan(cfg.env),
         "split": cfg.split,
         "num_tasks": cfg.num_tasks,
         "demos_per_task": cfg.demos_per_task,

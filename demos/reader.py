@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from demos.format import DatasetError, DatasetMismatchError, read_manifest
-from demos.shards import open_shard, read_episode, read_target_positions, resample_indices
+from demos.shards import open_shard, read_depth, read_episode, read_target_positions, resample_indices
 from envs.objects import NUM_HUES
 
 
@@ -34,7 +34,9 @@ class Pair(NamedTuple):
     """One task's human video and robot demo (batched: a leading batch dimension on every field)."""
 
     video: torch.Tensor  # uint8 (T, H, W, 3): the human-proxy video, resampled to the demo's length T
-    images: torch.Tensor  # uint8 (T, H, W, 3): the robot camera before each action
+    # uint8 (T, H, W, 3): the robot camera before each action; (T, H, W, 4) from a reader asked for depth, whose
+    # fourth channel is the camera's depth levels (envs.core.encode_depth)
+    images: torch.Tensor
     states: torch.Tensor  # float32 (T, 11): end-effector position, gripper opening, 7 joint positions
     actions: torch.Tensor  # float32 (T, 4): end-effector velocity (x, y, z) and gripper command
     task: torch.Tensor  # int64 (): index of the task in `PairDataset.tasks`
@@ -67,14 +69,17 @@ class PairDataset(Dataset):
     """Every (video, demo) pair of every task of a split; item i = task i // (V*D), video and demo from the rest.
 
     `image_size` is what the model expects: a dataset with other images is refused, as is one of another format
-    version (the manifest is checked when the reader is built). `family`, when given, must match too.
+    version (the manifest is checked when the reader is built). `family`, when given, must match too. With `depth`
+    the demos' images carry the camera's depth as a fourth channel (a dataset collected without it is refused).
     """
 
-    def __init__(self, root: str | Path, split: str, *, image_size: int, family: str | None = None, cache_episodes: int = 64) -> None:
+    def __init__(self, root: str | Path, split: str, *, image_size: int, family: str | None = None, cache_episodes: int = 64,
+                 depth: bool = False) -> None:
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         self.split = split
         self.image_size = image_size
+        self.depth = depth
         self.tasks = self._check(family)
         self.demo_length = int(self.manifest["env"]["max_episode_steps"])
         self.has_target_positions = self.manifest["format_version"] >= 2
@@ -90,6 +95,9 @@ class PairDataset(Dataset):
         if size != self.image_size:
             raise DatasetMismatchError(f"{where}: images are {size}x{size}, the reader was asked for {self.image_size}x{self.image_size}; "
                                        f"collect with env.image_size={self.image_size} or build the model for {size}")
+        if self.depth and not env["config"].get("depth", False):
+            raise DatasetMismatchError(f"{where}: collected without the camera's depth, which the model reads; "
+                                       "collect with env.depth=true (or train with policy.query_depth=false)")
         if family is not None and env["config"]["family"] != family:
             raise DatasetMismatchError(f"{where}: a {env['config']['family']!r} dataset, the reader was asked for {family!r}")
         if self.split not in self.manifest["splits"]:
@@ -115,7 +123,9 @@ class PairDataset(Dataset):
     def pair(self, task: int, video: int, demo: int) -> Pair:
         """Video `video` and demo `demo` of task `task` (indices into the split's lists)."""
         (frames,) = self._episode(task, "videos", video)
-        images, states, actions, positions = self._episode(task, "demos", demo)
+        images, states, actions, positions, *depth = self._episode(task, "demos", demo)
+        if depth:
+            images = np.concatenate([images, depth[0][..., None]], axis=-1)
         resampled = frames[resample_indices(len(frames), len(images))]
         return Pair(torch.from_numpy(resampled), torch.from_numpy(images.copy()), torch.from_numpy(states.copy()),
                     torch.from_numpy(actions.copy()), torch.tensor(task, dtype=torch.int64),
@@ -150,7 +160,7 @@ class PairDataset(Dataset):
         if kind == "demos":  # format 1 recorded no positions: the label is unknown (NaN) at every frame
             positions = (read_target_positions(f, entry.id, k) if self.has_target_positions
                          else np.full((len(value[0]), 3), np.nan, dtype=np.float32))
-            value = (*value, positions)
+            value = (*value, positions, *([read_depth(f, entry.id, k)] if self.depth else []))
         self._cache[key] = value
         if len(self._cache) > self.cache_episodes:
             self._cache.popitem(last=False)

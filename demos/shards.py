@@ -34,6 +34,11 @@ class Demo:
     attempt: int
     # a driven demo's first steps, executed by a trained policy (the expert's actions recorded); None: an expert demo
     driven_steps: int | None = None
+    depth: np.ndarray | None = None  # uint8 (T, H, W): the robot camera's depth levels (env depth=true), else None
+
+    def policy_images(self) -> np.ndarray:
+        """The frames, with the depth levels as a fourth channel when recorded (what a policy reading depth sees)."""
+        return self.images if self.depth is None else np.concatenate([self.images, self.depth[..., None]], axis=-1)
 
     def record(self) -> dict:
         return {"seed": self.seed, "attempt": self.attempt, "length": len(self.actions)} | (
@@ -103,6 +108,8 @@ def write_shard(path: Path, tasks: list[TaskEpisodes], meta: dict, compression: 
                 g = group.create_group(f"demos/{k}")
                 for name in DEMO_FIELDS:
                     _put(g, name, getattr(demo, name), filters)
+                if demo.depth is not None:
+                    _put(g, DEPTH, demo.depth, filters)
             for k, video in enumerate(t.videos):
                 _put(group.create_group(f"videos/{k}"), "frames", video.frames, filters)
     _fsync(tmp)
@@ -152,11 +159,13 @@ BEHAVIOUR_FIELDS = ("images", "states", "actions")  # what a demo shows and does
 TARGET_POSITIONS = "target_positions"  # a training label, from format 2 on
 DEMO_FIELDS = (*BEHAVIOUR_FIELDS, TARGET_POSITIONS)
 VIDEO_FIELDS = ("frames",)
+DEPTH = "depth"  # uint8 (T, H, W), in the demos of a dataset collected with env.depth=true
 
 
-def demo_fields(format_version: int) -> tuple[str, ...]:
-    """The fields of a demo in a dataset of that format: format 1 has no target positions."""
-    return tuple(f for f in DEMO_FIELDS if format_version >= 2 or f != TARGET_POSITIONS)
+def demo_fields(format_version: int, depth: bool = False) -> tuple[str, ...]:
+    """The fields of a demo in a dataset of that format: format 1 has no target positions; one collected with
+    env.depth=true has the depth levels too."""
+    return tuple(f for f in DEMO_FIELDS if format_version >= 2 or f != TARGET_POSITIONS) + ((DEPTH,) if depth else ())
 
 
 def episode_group(f: h5py.File, task_id: str, kind: str, k: int) -> h5py.Group:
@@ -180,6 +189,14 @@ def read_target_positions(f: h5py.File, task_id: str, k: int) -> np.ndarray:
     if TARGET_POSITIONS not in group:
         raise ShardError(f"{f.filename}: {group.name} has no {TARGET_POSITIONS!r} (a dataset of format 1: collect it again)")
     return group[TARGET_POSITIONS][()]
+
+
+def read_depth(f: h5py.File, task_id: str, k: int) -> np.ndarray:
+    """The robot camera's depth levels (T, H, W) at each frame of demo `k` (a dataset collected with env.depth=true)."""
+    group = episode_group(f, task_id, "demos", k)
+    if DEPTH not in group:
+        raise ShardError(f"{f.filename}: {group.name} has no {DEPTH!r} (collect with env.depth=true)")
+    return group[DEPTH][()]
 
 
 def resample_indices(length: int, target: int) -> np.ndarray:

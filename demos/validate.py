@@ -30,7 +30,8 @@ def validate(root: Path) -> list[Problem]:
     root = Path(root)
     manifest = read_manifest(root)
     env = manifest["env"]
-    fields = {"demos": demo_fields(manifest["format_version"]), "videos": VIDEO_FIELDS}
+    depth = bool(env["config"].get("depth", False))
+    fields = {"demos": demo_fields(manifest["format_version"], depth), "videos": VIDEO_FIELDS}
     problems = _strays(root, manifest)
     for split, entry in manifest["splits"].items():
         by_shard: dict[str, list[dict]] = {}
@@ -101,7 +102,7 @@ def _check_episode(name: str, group: h5py.Group, fields: tuple[str, ...], length
     h, w, c = env["image_shape"]
     expected = {"images": ((length, h, w, c), np.uint8), "frames": ((length, h, w, c), np.uint8),
                 "states": ((length, env["state_dim"]), np.float32), "actions": ((length, env["action_dim"]), np.float32),
-                "target_positions": ((length, 3), np.float32)}
+                "target_positions": ((length, 3), np.float32), "depth": ((length, h, w), np.uint8)}
     problems = []
     if "actions" in fields and length != env["max_episode_steps"]:
         problems.append(Problem(name, group.name, f"demo length {length}, episodes have {env['max_episode_steps']} steps"))
@@ -123,6 +124,8 @@ def _check_episode(name: str, group: h5py.Group, fields: tuple[str, ...], length
 def _value_problems(field: str, data: np.ndarray) -> list[str]:
     if field in ("images", "frames"):
         return ["every pixel has the same value (a blank render)"] if data.min() == data.max() else []
+    if field == "depth":
+        return ["depth level 0, which the env never records (it means no depth)"] if data.min() == 0 else []
     if not np.all(np.isfinite(data)):
         return ["NaN or infinite values"]
     if field == "actions" and np.abs(data).max() > 1.0:

@@ -35,8 +35,15 @@ class Camera:
     def view_matrix(self) -> list[float]:
         return pb.computeViewMatrix(self.eye, self.target, (0.0, 0.0, 1.0))
 
+    NEAR = 0.05  # metres: the clipping planes of the projection (and of the depth buffer)
+    FAR = 5.0
+
     def projection_matrix(self, width: int, height: int) -> list[float]:
-        return pb.computeProjectionMatrixFOV(self.fov_deg, width / height, 0.05, 5.0)
+        return pb.computeProjectionMatrixFOV(self.fov_deg, width / height, self.NEAR, self.FAR)
+
+    def linear_depth(self, buffer: np.ndarray) -> np.ndarray:
+        """An OpenGL depth buffer (values in [0, 1]) -> each pixel's distance along the camera's axis, in metres."""
+        return (self.FAR * self.NEAR / (self.FAR - (self.FAR - self.NEAR) * buffer)).astype(np.float32)
 
     def clip_matrix(self, width: int, height: int) -> np.ndarray:
         """The 4x4 (row-major) map from homogeneous world points to clip coordinates: projection @ view."""
@@ -178,9 +185,16 @@ class World:
     # ----- rendering --------------------------------------------------------------------------------------
     def render(self, camera: Camera, width: int, height: int, segmentation: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """RGB uint8 (H, W, 3) and, when asked, the body-id segmentation mask (H, W)."""
+        rgb, _, mask = self.capture(camera, width, height, segmentation)
+        return rgb, mask
+
+    def capture(self, camera: Camera, width: int, height: int,
+                segmentation: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """RGB uint8 (H, W, 3), the depth along the camera's axis in metres float32 (H, W) (what an RGB-D camera
+        measures; the renderer computes it with every image) and, when asked, the segmentation mask (H, W)."""
         flags = 0 if segmentation else pb.ER_NO_SEGMENTATION_MASK
         renderer = pb.ER_BULLET_HARDWARE_OPENGL if self.renderer == "egl" else pb.ER_TINY_RENDERER
-        _, _, rgba, _, seg = self.client.getCameraImage(
+        _, _, rgba, depth, seg = self.client.getCameraImage(
             width,
             height,
             viewMatrix=camera.view_matrix(),
@@ -196,7 +210,7 @@ class World:
         )
         rgb = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
         mask = np.asarray(seg, dtype=np.int32).reshape(height, width) if segmentation else None  # body id, -1 = none
-        return rgb, mask
+        return rgb, camera.linear_depth(np.asarray(depth, dtype=np.float64).reshape(height, width)), mask
 
     def close(self) -> None:
         if self.client is not None:

@@ -27,6 +27,16 @@ GRASP_WINDOW = 4  # steps after a close command during which touching fingers gr
 EE_LOW = np.array([0.25, -0.35, 0.012])
 EE_HIGH = np.array([0.80, 0.35, 0.35])
 ROBOT_CAMERA = Camera(eye=(0.88, 0.0, 0.56), target=(0.53, 0.0, 0.0), fov_deg=36.0)
+# The robot camera's depth as one byte per pixel: level k >= 1 is DEPTH_NEAR + (k - 1) * DEPTH_STEP metres along the
+# camera's axis, clipped to 1..255 (0.30-1.32 m: the table in view lies at 0.5-1.0 m); level 0 is never produced, so
+# a model can read it as "no depth" (a human video has none).
+DEPTH_NEAR = 0.30
+DEPTH_STEP = 0.004
+
+
+def encode_depth(metres: np.ndarray) -> np.ndarray:
+    """Depth along the camera's axis in metres -> uint8 levels (DEPTH_NEAR, DEPTH_STEP)."""
+    return np.clip(np.rint((metres - DEPTH_NEAR) / DEPTH_STEP) + 1, 1, 255).astype(np.uint8)
 
 
 class OneShotEnv(gym.Env):
@@ -39,6 +49,7 @@ class OneShotEnv(gym.Env):
       image_size: side of the square camera image, 32-256 (default 64)
       robot_visuals: "lowpoly" (default, fast) | "stock" (the original meshes)
       renderer: "tiny" (default) | "egl" (GPU; falls back to tiny with a warning)
+      depth: also observe the robot camera's depth, `obs["depth"]` uint8 (H, W) (`encode_depth`; default False)
     `reset(options={"task": TaskSpec | dict})` sets the task for that episode (it wins over `task=`).
     The arrangement of objects is always drawn from the reset seed through `np_random`.
     """
@@ -54,6 +65,7 @@ class OneShotEnv(gym.Env):
         robot_visuals: str = "lowpoly",
         renderer: str = "tiny",
         render_mode: str | None = "rgb_array",
+        depth: bool = False,
     ) -> None:
         if family not in FAMILIES:
             raise ValueError(f"unknown task family {family!r}; allowed: {', '.join(FAMILIES)}")
@@ -72,9 +84,11 @@ class OneShotEnv(gym.Env):
         self.robot_visuals = robot_visuals
         self.robot = self._build_world()
         self.human: HumanScene | None = None
+        self.depth = bool(depth)
         self.observation_space = spaces.Dict({
             "image": spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
             "state": spaces.Box(-4.0, 4.0, (STATE_DIM,), np.float32),  # metres and radians: all well inside ±4
+            **({"depth": spaces.Box(1, 255, (self.image_size, self.image_size), np.uint8)} if self.depth else {}),
         })
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
         self.task: TaskSpec | None = None
@@ -199,8 +213,8 @@ class OneShotEnv(gym.Env):
         return np.clip(a, -1.0, 1.0)
 
     def _observe(self) -> dict[str, np.ndarray]:
-        self._frame = self.world.render(ROBOT_CAMERA, self.image_size, self.image_size)[0]
-        return {"image": self._frame, "state": self.robot.state()}
+        self._frame, depth, _ = self.world.capture(ROBOT_CAMERA, self.image_size, self.image_size)
+        return {"image": self._frame, "state": self.robot.state(), **({"depth": encode_depth(depth)} if self.depth else {})}
 
     def _info(self) -> dict[str, Any]:
         return {

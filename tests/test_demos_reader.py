@@ -16,7 +16,7 @@ from demos import DatasetMismatchError, FormatVersionError, ManifestError, Shard
 from demos.reader import MetaBatchSampler, PairDataset
 from demos.seeds import split_tasks, stream_seed
 from demos.shards import read_episode, resample_indices
-from demos.testing import reference  # noqa: F401 (a fixture)
+from demos.testing import reference, run_collect, run_data  # noqa: F401 (a fixture)
 from envs.tasks.reach import TOUCH_DISTANCE
 
 
@@ -100,6 +100,23 @@ def test_reader_refuses_another_image_size_family_or_format(reference: Path, tmp
     (tmp_path / "manifest.json").write_text("[]")
     with pytest.raises(ManifestError, match="corrupt manifest"):
         PairDataset(tmp_path, "train", image_size=32)
+
+
+def test_depth_is_recorded_with_each_demo_frame_and_read_as_a_fourth_channel(reference: Path, tmp_path: Path) -> None:
+    """env.depth=true: the demos keep the camera's depth levels, and a reader asked for depth appends them to the
+    images; the same seeds give the same RGB frames as without depth. A dataset without depth is refused."""
+    out = tmp_path / "depth"
+    run_collect(out, "num_tasks=1", "demos_per_task=1", "env.depth=true")
+    assert json.loads((out / "manifest.json").read_text())["env"]["config"]["depth"] is True
+    assert run_data("validate", out).returncode == 0 and "depth=true" in run_data("info", out).stdout
+    pair = PairDataset(out, "train", image_size=32, depth=True)[0]
+    plain = PairDataset(reference, "train", image_size=32)[0]
+    assert pair.images.shape == (40, 32, 32, 4) and pair.video.shape == (40, 32, 32, 3)
+    assert torch.equal(pair.images[..., :3], plain.images) and torch.equal(pair.actions, plain.actions)
+    assert pair.images[..., 3].min() >= 1  # every pixel measured (level 0 would say "no depth")
+    assert len(PairDataset(out, "train", image_size=32)[0].images[0, 0, 0]) == 3  # not asked: RGB only
+    with pytest.raises(DatasetMismatchError, match="env.depth=true"):
+        PairDataset(reference, "train", image_size=32, depth=True)
 
 
 def test_reader_names_a_missing_shard(reference: Path, tmp_path: Path) -> None:

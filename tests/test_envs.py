@@ -299,7 +299,7 @@ def test_fixed_task_is_used(make_env):
 
 def test_image_size_is_configurable():
     env = envs.make("reach", image_size=32)
-    obs, _ = env.reset(seed=0)
+    obs, _ = env.reset(seed=3)
     assert obs["image"].shape == (32, 32, 3)
     frames, _ = env.unwrapped.render_human_video(seed=0)
     assert frames.shape[1:] == (32, 32, 3)
@@ -313,7 +313,7 @@ def test_egl_falls_back_to_tiny_renderer_without_a_gpu(monkeypatch):
     with pytest.warns(UserWarning, match="TinyRenderer"):
         env = envs.make("reach", renderer="egl")
     assert env.unwrapped.renderer == "tiny"
-    obs, _ = env.reset(seed=0)
+    obs, _ = env.reset(seed=3)
     assert obs["image"].std() > 5
     env.close()
 
@@ -354,3 +354,22 @@ def test_camera_projects_each_object_onto_its_own_pixels() -> None:
         projected = envs.core.ROBOT_CAMERA.project(world.position(object_name(i)), 64, 64)
         assert np.linalg.norm(projected - silhouette_centre) < 2.5, (i, projected, silhouette_centre)
     env.close()
+
+
+def test_depth_observation_measures_how_far_each_object_is_along_the_camera_axis() -> None:
+    """depth=true: obs["depth"] holds the camera's depth levels; at an object's pixel they give its visible surface,
+    nearer than its centre or (a flat object, whose pixel may show the table just behind it) within a level and a
+    pixel's slope of it; the RGB image is the one an env without depth renders."""
+    env, plain = envs.make("push", image_size=64, depth=True), envs.make("push", image_size=64)
+    obs, _ = env.reset(seed=3)
+    assert obs["depth"].shape == (64, 64) and obs["depth"].dtype == np.uint8 and obs["depth"].min() >= 1
+    assert env.observation_space.contains(obs) and "depth" not in plain.reset(seed=3)[0]
+    assert np.array_equal(obs["image"], plain.reset(seed=3)[0]["image"])
+    camera, world = envs.core.ROBOT_CAMERA, env.unwrapped.world
+    axis = np.subtract(camera.target, camera.eye) / np.linalg.norm(np.subtract(camera.target, camera.eye))
+    for i in range(len(env.unwrapped.task.objects)):
+        centre = world.position(object_name(i))
+        column, row = np.rint(camera.project(centre, 64, 64) - 0.5).astype(int)  # the pixel whose square holds it
+        measured = envs.core.DEPTH_NEAR + (obs["depth"][row, column] - 1) * envs.core.DEPTH_STEP
+        assert -0.01 <= (centre - camera.eye) @ axis - measured < 0.04, (i, measured)
+    env.close(), plain.close()
