@@ -102,7 +102,7 @@ def save_checkpoint(path: str | Path, learner: MetaLearner, info: CheckpointInfo
         "git_revision": info.git_revision,
         "action_gain": info.action_gain,
         "shapes": {
-            "image": [*info.model.policy.image_size, 3],
+            "image": [*info.model.policy.image_size, info.model.policy.image_channels],
             "state": [info.model.policy.state_dim],
             "action": [info.model.policy.action_dim],
             "frames": info.episode_length,

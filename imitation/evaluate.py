@@ -234,7 +234,8 @@ class Demonstration:
 
     video: np.ndarray  # uint8 (T', H, W, 3), as recorded
     video_source: dict
-    demo: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]  # images, states, actions (only for robot_demo)
+    # images (with the depth levels as a fourth channel when the env measures them), states, actions (robot_demo only)
+    demo: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]
     demo_source: Optional[dict]
 
 
@@ -270,7 +271,7 @@ def demonstrate(cfg: EvalConfig, plan: TaskPlan, env: gym.Env) -> Demonstration:
     if "robot_demo" in cfg.methods and demo is None:
         raise TaskSkipped(f"no successful expert demo in {cfg.max_attempts} attempts")
     return Demonstration(video.frames, {"source": "rendered", "seed": video.seed, "attempt": video.attempt, "frames": len(video.frames)},
-                         (demo.images, demo.states, demo.actions) if demo else None,
+                         (demo.policy_images(), demo.states, demo.actions) if demo else None,
                          {"source": "recorded", "seed": demo.seed, "attempt": demo.attempt} if demo else None)
 
 
@@ -353,7 +354,7 @@ def deploy_job(cfg: EvalConfig, plan: TaskPlan, variant: Variant, demo: Demonstr
 
 def _write_side_by_side(cfg: EvalConfig, variant: Variant, plan: TaskPlan, demo: Demonstration, frames: np.ndarray, success: bool) -> str:
     """The video the method adapted on (the robot demo for robot_demo) | the robot acting; path relative to out."""
-    watched = demo.demo[0] if variant.method == "robot_demo" else demo.video
+    watched = demo.demo[0][..., :3] if variant.method == "robot_demo" else demo.video  # RGB, without any depth
     checkpoint = "baseline" if variant.checkpoint == NO_CHECKPOINT else variant.checkpoint
     name = f"{VIDEOS}/task{plan.index:03d}-{checkpoint}-{variant.label.replace('@', '-k')}.mp4"
     path = Path(cfg.out) / name

@@ -68,6 +68,15 @@ class PolicyConfig:
     # the camera's depth axis, where a point on the image cannot tell a taller object from a nearer one
     # (docs/results.md). Needs target_query.
     query_glimpse: bool = False
+    # The robot camera's depth under the target query joins the end of the first FC input: the softmax-expected
+    # (z, z u, z v) over the last map's cells, with z the cell's depth (levels centred and scaled: DEPTH_CENTRE,
+    # DEPTH_LEVELS_PER_UNIT) and (u, v) its image coordinates in [-1, 1]. Through a pinhole camera the point a pixel
+    # sees is affine in (z, z u, z v), so the first FC layer can hold where the target is in the robot's frame, and
+    # with the state where it is from the effector: what the 2-D point alone cannot tell along the camera's depth
+    # axis, where pick_place's missed grasps close 1-2 cm off (docs/results.md). The robot's images then carry the
+    # depth levels (envs.core.encode_depth) as a fourth channel; a video has none (its fourth channel is 0, and these
+    # inputs with it). Needs target_query.
+    query_depth: bool = False
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
 
@@ -86,6 +95,13 @@ class PolicyConfig:
             raise ValueError("query_anchor keeps the target query's first point: set target_query=true too")
         if self.query_glimpse and not self.target_query:
             raise ValueError("query_glimpse reads the map under the target query: set target_query=true too")
+        if self.query_depth and not self.target_query:
+            raise ValueError("query_depth reads the depth under the target query: set target_query=true too")
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of the robot's images: RGB, and the camera's depth levels with query_depth."""
+        return 4 if self.query_depth else 3
 
 
 # About the MIL/DAML pushing network, at the size those papers used; meant for a GPU.
@@ -106,6 +122,11 @@ GOAL_DIM = 3  # the predicted final effector position (x, y, z), metres
 HUE_DIM = 2  # the target's hue angle as (cos, sin)
 POSITION_DIM = 3  # the target object's centre (x, y, z), metres
 QUADRATIC_DIM = 5  # (u, v, u^2, uv, v^2) of a point
+DEPTH_DIM = 3  # (z, z u, z v) under the target query
+# The depth levels (envs.core.encode_depth: 4 mm each from 0.3 m) as the policy reads them: level 80 (0.62 m, about
+# where the objects lie) is 0, and 8 levels (3.2 cm, about one full step of the arm) are 1.
+DEPTH_CENTRE = 80.0
+DEPTH_LEVELS_PER_UNIT = 8.0
 
 
 def quadratic(points: Tensor) -> Tensor:
@@ -142,6 +163,16 @@ def _query(feature_map: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
     return scores, spatial_soft_argmax(scores.unsqueeze(1), torch.ones((), dtype=scores.dtype))
 
 
+def depth_cells(levels: Tensor, size: tuple[int, int]) -> Tensor:
+    """(N, H, W) depth levels -> (N, 3, h, w): (z, z u, z v) of every cell of an (h, w) map, z the cells' mean scaled
+    depth (DEPTH_CENTRE, DEPTH_LEVELS_PER_UNIT) and (u, v) their coordinates in [-1, 1]; 0 where there is no depth."""
+    z = (levels - DEPTH_CENTRE) / DEPTH_LEVELS_PER_UNIT * (levels > 0)
+    z = F.adaptive_avg_pool2d(z.unsqueeze(1), size)
+    us = torch.linspace(-1.0, 1.0, size[1], dtype=z.dtype, device=z.device)
+    vs = torch.linspace(-1.0, 1.0, size[0], dtype=z.dtype, device=z.device).unsqueeze(-1)
+    return torch.cat([z, z * us, z * vs], dim=1)
+
+
 def map_under_query(feature_map: Tensor, scores: Tensor) -> Tensor:
     """(N, C, h, w) map and a query's (N, h, w) scores -> (N, C): the map's mean under the scores' softmax."""
     attention = torch.softmax(scores.flatten(1), dim=-1)
@@ -149,7 +180,7 @@ def map_under_query(feature_map: Tensor, scores: Tensor) -> Tensor:
 
 
 class Policy(nn.Module):
-    """Maps uint8 frames (..., H, W, 3) and robot states (..., state_dim) to actions and per-frame features.
+    """Maps uint8 frames (..., H, W, 3) (or 4: PolicyConfig.query_depth) and robot states (..., state_dim) to actions and per-frame features.
 
     Any number of leading dimensions is accepted (e.g. (B, T) or (T,)); frames are converted to the
     parameters' dtype on their own device, so data can stay uint8 on the host until the model needs it.
@@ -179,8 +210,9 @@ class Policy(nn.Module):
         self.locate = nn.Linear(QUADRATIC_DIM, POSITION_DIM) if cfg.target_position else None
         anchor_dim = 2 if cfg.query_anchor else 0
         glimpse_dim = channels if cfg.query_glimpse else 0
-        sizes = (points_dim + cfg.state_dim + cfg.bias_transform_dim + goal_dim + place_dim + anchor_dim + glimpse_dim,
-                 *cfg.fc_sizes)
+        depth_dim = DEPTH_DIM if cfg.query_depth else 0
+        sizes = (points_dim + cfg.state_dim + cfg.bias_transform_dim + goal_dim + place_dim + anchor_dim + glimpse_dim
+                 + depth_dim, *cfg.fc_sizes)
         self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], cfg.action_dim)
         # Registered last: the adapted parameters (and so MetaLearner's inner lrs) keep their order with one more at
@@ -198,8 +230,8 @@ class Policy(nn.Module):
         # NCHW in memory: a permuted (channels-last) input would make the first conv output channels-last, and
         # every reshape of it in the norm (and in its derivatives) a copy.
         x = images.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2)
-        x = x.to(dtype, memory_format=torch.contiguous_format) / 255.0
-        feature_map = self.trunk(x)
+        x = x.to(dtype, memory_format=torch.contiguous_format)
+        feature_map = self.trunk(x[:, :3] / 255.0)
         points = spatial_soft_argmax(feature_map, self.softmax_temperature)
         scores = query_point = None
         if self.target_query is not None:
@@ -215,7 +247,9 @@ class Policy(nn.Module):
             inputs.append(goal)
         anchor = _first_of_sequence(query_point, lead) if self.cfg.query_anchor else points[:, :0]
         glimpse = map_under_query(feature_map, scores) if self.cfg.query_glimpse else points[:, :0]
-        h = torch.cat([*inputs, place, anchor, glimpse], dim=-1)
+        depth = (map_under_query(depth_cells(x[:, 3], feature_map.shape[-2:]), scores) if self.cfg.query_depth
+                 else points[:, :0])
+        h = torch.cat([*inputs, place, anchor, glimpse, depth], dim=-1)
         for layer in self.fc:
             h = F.relu(layer(h))
         actions = self.head(h)
@@ -228,12 +262,15 @@ class Policy(nn.Module):
                             None if place_scores is None else place_scores.reshape(*lead, *place_scores.shape[1:]))
 
     def video_inputs(self, video: Tensor) -> tuple[Tensor, Tensor]:
-        """Model inputs for a video pass: the frames and an all-zero robot state (videos carry none, as in DAML)."""
+        """Model inputs for a video pass: the frames and an all-zero robot state (videos carry none, as in DAML); for
+        a policy that reads depth, a fourth channel of 0 (a video has no depth)."""
         zeros = torch.zeros(*video.shape[:-3], self.cfg.state_dim, device=video.device)
+        if self.cfg.query_depth:
+            video = torch.cat([video, torch.zeros_like(video[..., :1])], dim=-1)
         return video, zeros
 
     def _check_shapes(self, images: Tensor, states: Tensor) -> None:
-        expected = (*self.cfg.image_size, 3)
+        expected = (*self.cfg.image_size, self.cfg.image_channels)
         if tuple(images.shape[-3:]) != expected:
             raise ValueError(f"images end in {tuple(images.shape[-3:])}, the policy config expects {expected}")
         if images.dtype != torch.uint8:

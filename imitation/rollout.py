@@ -74,6 +74,17 @@ def run_episode(env: gym.Env, act: Actor, task: envs.TaskSpec | dict, seed: int,
                    frames=np.stack(frames) if keep_frames else None)
 
 
+def policy_image(obs: dict[str, np.ndarray], depth: bool) -> np.ndarray:
+    """The image a policy reads from one observation: the camera's RGB, and with `depth` (PolicyConfig.query_depth)
+    its depth levels as a fourth channel (an env made with depth=true: Rollout.make_env does for such a model)."""
+    if not depth:
+        return np.ascontiguousarray(obs["image"])
+    if "depth" not in obs:
+        raise ValueError("this policy reads the camera's depth, and the observation has none: make the env with "
+                         "depth=true (Rollout.make_env does)")
+    return np.concatenate([obs["image"], obs["depth"][..., None]], axis=-1)
+
+
 def expert_actor(env: gym.Env) -> Actor:
     """The scripted expert (privileged: it knows the target); an upper reference for the environment itself."""
     return lambda obs: env.unwrapped.expert_action()
@@ -147,12 +158,17 @@ class Rollout:
         return self._adapter(self.learner.inner_loss, inner_steps).adapt(self.model.video_inputs(frames))
 
     def adapt_on_demo(self, images: np.ndarray, states: np.ndarray, actions: np.ndarray, inner_steps: int | None = None) -> Params:
-        """The MIL setting: the same inner update, on the behaviour-cloning loss of one robot demo with actions."""
+        """The MIL setting: the same inner update, on the behaviour-cloning loss of one robot demo with actions.
+        `images` (T, H, W, 3), or 4 with the depth levels (`Demo.policy_images`): a policy without depth ignores them."""
         if isinstance(self.learner, VideoConditionedLearner):
             raise ValueError("adaptation on a robot demo needs a gradient-adapted (DAML) checkpoint; this one is the "
                              "black-box video encoder (adaptation_loss.kind=encoder), which takes no inner step")
         k = self.frame_stride
-        images = fit_frames(np.asarray(images[::k], dtype=np.uint8), self.image_size)
+        channels = self.info.model.policy.image_channels
+        if images.shape[-1] < channels:
+            raise ValueError("this policy reads the camera's depth, and the demo's images have none: record the demo "
+                             "in an env with depth=true and give its depth levels as a fourth channel")
+        images = fit_frames(np.asarray(images[::k, ..., :channels], dtype=np.uint8), self.image_size)
         inputs = (torch.from_numpy(images), torch.as_tensor(states[::k], dtype=torch.float32))
         bc_loss = BehaviourCloningLoss(self.info.model.bc)
         targets = (torch.as_tensor(actions[::k], dtype=torch.float32),
@@ -189,7 +205,7 @@ class Rollout:
         first: list[tuple[Tensor, Tensor]] = []
 
         def act(obs: dict[str, np.ndarray]) -> np.ndarray:
-            image = torch.from_numpy(np.ascontiguousarray(obs["image"]))[None]
+            image = torch.from_numpy(policy_image(obs, self.info.model.policy.query_depth))[None]
             state = torch.from_numpy(np.asarray(obs["state"], dtype=np.float32))[None]
             if self.info.model.policy.query_anchor:
                 if not first:

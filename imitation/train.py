@@ -267,7 +267,8 @@ def open_data(cfg: TrainConfig, spec: ModelSpec) -> TrainData:
     manifest = read_manifest(root)
     env = manifest["env"]
     check_shapes(root, env, spec.policy)
-    train = PairDataset(root, cfg.loader.train_split, image_size=env["config"]["image_size"])
+    depth = spec.policy.query_depth
+    train = PairDataset(root, cfg.loader.train_split, image_size=env["config"]["image_size"], depth=depth)
     maps = [setting for weight, setting in ((spec.bc.query_map_weight, "bc.query_map_weight>0"),
                                             (spec.bc.place_map_weight, "bc.place_map_weight>0")) if weight]
     for wanted, setting, off in ((spec.policy.target_position, "policy.target_position=true", "policy.target_position=false"),
@@ -285,9 +286,10 @@ def open_data(cfg: TrainConfig, spec: ModelSpec) -> TrainData:
         raise TrainingError(f"{root} has no {cfg.loader.val_split!r} split for validation (present: "
                             f"{', '.join(sorted(manifest['splits']))}): collect one (oneshot-collect split=val ...) "
                             "or set val_every=0")
-    val = PairDataset(root, cfg.loader.val_split, image_size=env["config"]["image_size"]) if cfg.val_every else None
+    val = PairDataset(root, cfg.loader.val_split, image_size=env["config"]["image_size"], depth=depth) if cfg.val_every else None
+    # the env a rollout of this model makes (imitation.rollout.Rollout.make_env): with the depth the policy reads
     env_keywords = {**{k: env["config"][k] for k in ("family", "image_size", "robot_visuals")},
-                    "renderer": env["renderer"]}
+                    "renderer": env["renderer"], **({"depth": True} if depth else {})}
     return TrainData(root, train, val, sha256_file(root / MANIFEST), env_keywords,
                      strided_length(train.demo_length, cfg.loader.frame_stride))
 

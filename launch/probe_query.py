@@ -47,7 +47,7 @@ from demos.reader import target_hue
 from imitation.evaluate import EvalConfig, TaskPlan, demonstrate, eval_seed, plan_tasks
 from imitation.layers import spatial_soft_argmax
 from imitation.policy import PolicyOutput, quadratic
-from imitation.rollout import Rollout
+from imitation.rollout import Rollout, policy_image
 
 
 def hue_degrees(cos_sin: np.ndarray) -> float:
@@ -60,7 +60,7 @@ def angle_between(a: float, b: float) -> float:
 
 
 def policy_output(rollout: Rollout, params: dict, obs: dict) -> PolicyOutput:
-    image = torch.from_numpy(np.ascontiguousarray(obs["image"]))[None]
+    image = torch.from_numpy(policy_image(obs, rollout.info.model.policy.query_depth))[None]
     state = torch.from_numpy(np.asarray(obs["state"], dtype=np.float32))[None]
     with torch.no_grad():
         return functional_call(rollout.model, params, (image, state))

@@ -10,7 +10,8 @@ from imitation.bc import (BCLossConfig, BehaviourCloningLoss, build_imitation_le
                           imitation_batch)
 from imitation.layers import init_parameters, spatial_soft_argmax
 from imitation.checkpoint import grow_into
-from imitation.policy import GPU_POLICY, Policy, PolicyConfig, map_under_query, quadratic
+from imitation.policy import (DEPTH_CENTRE, DEPTH_LEVELS_PER_UNIT, GPU_POLICY, Policy, PolicyConfig, depth_cells,
+                              map_under_query, quadratic)
 
 
 def frames(*lead: int, size: tuple[int, int] = (64, 64), seed: int = 0) -> torch.Tensor:
@@ -262,3 +263,33 @@ def test_query_glimpse_reads_the_map_under_the_query_and_grows_from_a_model_with
     assert not torch.allclose(glimpsing(images, states).actions, plain(images, states).actions)
     with pytest.raises(ValueError, match="target_query"):
         PolicyConfig(query_glimpse=True)
+
+
+def test_query_depth_reads_the_depth_under_the_query_grows_from_a_model_without_it_and_is_zero_for_a_video() -> None:
+    """policy.query_depth: (z, z u, z v) under the query's softmax joins the FC input from the images' fourth channel;
+    grown into, it starts with no effect; a video (no depth) gives zeros; images without the channel are refused."""
+    levels = torch.full((1, 8, 8), DEPTH_CENTRE + 2 * DEPTH_LEVELS_PER_UNIT)
+    cells = depth_cells(levels, (4, 4))
+    peaked = torch.full((1, 4, 4), -1e4)
+    peaked[:, 0, 3] = 0.0  # top right: u = 1, v = -1
+    torch.testing.assert_close(map_under_query(cells, peaked), torch.tensor([[2.0, 2.0, -2.0]]))
+    assert torch.equal(depth_cells(torch.zeros(1, 8, 8), (4, 4)), torch.zeros(1, 3, 4, 4))
+
+    plain = init_parameters(Policy(PolicyConfig(target_query=True)), torch.Generator().manual_seed(1))
+    plain.requires_grad_(False).target_query.normal_(generator=torch.Generator().manual_seed(2))
+    reading = Policy(PolicyConfig(target_query=True, query_depth=True)).requires_grad_(False)
+    assert "fc.0.weight" in grow_into(reading, plain.state_dict())
+    images, states = frames(2, 3), torch.randn(2, 3, 11, generator=torch.Generator().manual_seed(3))
+    depth = torch.randint(1, 256, (2, 3, 64, 64, 1), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    with_depth = torch.cat([images, depth], dim=-1)
+    torch.testing.assert_close(reading(with_depth, states).actions, plain(images, states).actions, rtol=0, atol=0)
+    reading.fc[0].weight[:, -3:].normal_(generator=torch.Generator().manual_seed(4))
+    assert not torch.allclose(reading(with_depth, states).actions, plain(images, states).actions)
+    video_images, video_states = reading.video_inputs(images)
+    assert video_images.shape == (2, 3, 64, 64, 4) and not video_images[..., 3].any()
+    reading.fc[0].weight[:, :-3] = plain.fc[0].weight
+    torch.testing.assert_close(reading(video_images, video_states).actions, plain(images, video_states).actions)
+    with pytest.raises(ValueError, match=r"expects \(64, 64, 4\)"):
+        reading(images, states)
+    with pytest.raises(ValueError, match="target_query"):
+        PolicyConfig(query_depth=True)

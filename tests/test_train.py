@@ -30,10 +30,12 @@ from omegaconf import OmegaConf
 
 from demos.format import DatasetError, sha256_file
 from demos.reader import PairDataset
+from envs.task_spec import sample_task
 from imitation import checkpoint
 from imitation.checkpoint import average_checkpoints, load_checkpoint, read_checkpoint
 from imitation.data import StepBatchSampler, StridedPairs, quiet_when_the_trainer_hangs_up
 from imitation.maml import MetaLearner
+from imitation.rollout import Rollout
 from imitation.policy import GPU_POLICY, PolicyConfig
 from imitation.train import NonFiniteTrainingError, TrainConfig, TrainingError, train
 from imitation.tracking import frame_strip
@@ -339,6 +341,27 @@ def test_init_from_grows_a_model_into_one_with_a_place_query(train_data: Path, t
     torch.testing.assert_close(new_actions, old_actions)
     assert new_params["place_query"].abs().sum() > 0  # the place match did aim the new query
     torch.testing.assert_close(new.inner_lrs[:-1], old.inner_lrs)  # the place query's inner lr is appended
+
+
+def test_a_policy_reading_depth_trains_on_depth_and_deploys_in_an_env_that_measures_it(train_data: Path,
+                                                                                    tmp_path: Path) -> None:
+    """policy.query_depth: refused on a dataset without depth; trained on one with it, its checkpoint makes envs that
+    observe depth, and its actor feeds the depth to the policy (the rollout's env is the one it was trained for)."""
+    depth_data = tmp_path / "depth"
+    result = subprocess.run([str(BIN / "oneshot-collect"), *COLLECT, "num_tasks=2", "env.depth=true", f"out={depth_data}"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reading = ("policy.target_query=true", "adaptation_loss.target_match=true", "policy.query_depth=true", "val_every=0")
+    with pytest.raises(DatasetError, match="env.depth=true"):
+        train(config(train_data, tmp_path / "refused", "steps=1", *reading))
+    trained = train(config(depth_data, tmp_path / "run", "steps=2", "meta.meta_lr=0.01", *reading))
+    rollout = Rollout.from_checkpoint(trained.checkpoint)
+    assert rollout.info.env["depth"] is True
+    env = rollout.make_env("val")
+    params = rollout.adapt(PairDataset(depth_data, "train", image_size=32)[0].video.numpy())
+    episode = rollout.deploy(params, env, sample_task(np.random.default_rng(0), "reach", "val"), seed=0)
+    assert episode.frames.shape[-1] == 3 and np.abs(episode.actions).sum() > 0
+    env.close()
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(train_data: Path, tmp_path: Path) -> None:
