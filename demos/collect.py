@@ -79,8 +79,8 @@ HANDOVER_STREAM = 0x0D12  # seeds a driven demo's handover step apart from its n
 
 def make_env(cfg: CollectConfig) -> gym.Env:
     e = cfg.env
-    return envs.make(e.family, split=cfg.split, image_size=e.image_size, robot_visuals=e.robot_visuals, renderer=e.renderer,
-                     depth=e.depth)
+    return envs.make(e.family, split=cfg.split, image_size=e.image_size, robot_visuals=e.robot_visuals,
+                     renderer=e.renderer, depth=e.depth)
 
 
 def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, noise: float = 0.0,
@@ -114,8 +114,8 @@ def record_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, nois
     if not info["is_success"]:
         return None
     return Demo(np.stack(images), np.stack(states).astype(np.float32), np.stack(actions).astype(np.float32),
-                np.stack(target_positions).astype(np.float32), seed, attempt, driven_steps=None if driver is None else handover,
-                depth=np.stack(depths) if depths else None)
+                np.stack(target_positions).astype(np.float32), seed, attempt,
+                driven_steps=None if driver is None else handover, depth=np.stack(depths) if depths else None)
 
 
 def record_driven_demo(env: gym.Env, task: envs.TaskSpec, seed: int, attempt: int, noise: float, driver: Actor,

@@ -73,8 +73,8 @@ class PairDataset(Dataset):
     the demos' images carry the camera's depth as a fourth channel (a dataset collected without it is refused).
     """
 
-    def __init__(self, root: str | Path, split: str, *, image_size: int, family: str | None = None, cache_episodes: int = 64,
-                 depth: bool = False) -> None:
+    def __init__(self, root: str | Path, split: str, *, image_size: int, family: str | None = None,
+                 cache_episodes: int = 64, depth: bool = False) -> None:
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         self.split = split

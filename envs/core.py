@@ -214,7 +214,8 @@ class OneShotEnv(gym.Env):
 
     def _observe(self) -> dict[str, np.ndarray]:
         self._frame, depth, _ = self.world.capture(ROBOT_CAMERA, self.image_size, self.image_size)
-        return {"image": self._frame, "state": self.robot.state(), **({"depth": encode_depth(depth)} if self.depth else {})}
+        depth_levels = {"depth": encode_depth(depth)} if self.depth else {}
+        return {"image": self._frame, "state": self.robot.state(), **depth_levels}
 
     def _info(self) -> dict[str, Any]:
         return {

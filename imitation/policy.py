@@ -69,14 +69,18 @@ class PolicyConfig:
     # (docs/results.md). Needs target_query.
     query_glimpse: bool = False
     # The robot camera's depth under the target query joins the end of the first FC input: the softmax-expected
-    # (z, z u, z v) over the last map's cells, with z the cell's depth (levels centred and scaled: DEPTH_CENTRE,
-    # DEPTH_LEVELS_PER_UNIT) and (u, v) its image coordinates in [-1, 1]. Through a pinhole camera the point a pixel
-    # sees is affine in (z, z u, z v), so the first FC layer can hold where the target is in the robot's frame, and
-    # with the state where it is from the effector: what the 2-D point alone cannot tell along the camera's depth
-    # axis, where pick_place's missed grasps close 1-2 cm off (docs/results.md). The robot's images then carry the
-    # depth levels (envs.core.encode_depth) as a fourth channel; a video has none (its fourth channel is 0, and these
-    # inputs with it). Needs target_query.
+    # (z, z u, z v) over the last map's cells, with z the cell's depth (levels centred at DEPTH_CENTRE, and
+    # depth_unit_levels of them a unit) and (u, v) its image coordinates in [-1, 1]. Through a pinhole camera the
+    # point a pixel sees is affine in (z, z u, z v), so the first FC layer can hold where the target is in the
+    # robot's frame, and with the state where it is from the effector: what the 2-D point alone cannot tell along
+    # the camera's depth axis, where pick_place's missed grasps close 1-2 cm off (docs/results.md). The robot's
+    # images then carry the depth levels (envs.core.encode_depth) as a fourth channel; a video has none (its fourth
+    # channel is 0, and these inputs with it). Needs target_query.
     query_depth: bool = False
+    # Depth levels (4 mm each) per unit of those inputs. Under Adam a weight moves about as far per step whatever its
+    # input's scale, so an input k times larger is learned about k times faster: the knob for new inputs grown into a
+    # trained model (their weights start at 0), which the glimpse's and the first depth run's barely moved.
+    depth_unit_levels: float = 8.0
     state_dim: int = 11  # robot state: ee position (3) + gripper opening (1) + 7 joint positions
     action_dim: int = 4  # ee velocity (3) + gripper command (1, > 0 open)
 
@@ -123,10 +127,9 @@ HUE_DIM = 2  # the target's hue angle as (cos, sin)
 POSITION_DIM = 3  # the target object's centre (x, y, z), metres
 QUADRATIC_DIM = 5  # (u, v, u^2, uv, v^2) of a point
 DEPTH_DIM = 3  # (z, z u, z v) under the target query
-# The depth levels (envs.core.encode_depth: 4 mm each from 0.3 m) as the policy reads them: level 80 (0.62 m, about
-# where the objects lie) is 0, and 8 levels (3.2 cm, about one full step of the arm) are 1.
+# The depth level (envs.core.encode_depth: 4 mm each from 0.3 m) the policy reads as 0: 0.62 m, about where the
+# objects lie (PolicyConfig.depth_unit_levels scales it).
 DEPTH_CENTRE = 80.0
-DEPTH_LEVELS_PER_UNIT = 8.0
 
 
 def quadratic(points: Tensor) -> Tensor:
@@ -163,10 +166,11 @@ def _query(feature_map: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
     return scores, spatial_soft_argmax(scores.unsqueeze(1), torch.ones((), dtype=scores.dtype))
 
 
-def depth_cells(levels: Tensor, size: tuple[int, int]) -> Tensor:
-    """(N, H, W) depth levels -> (N, 3, h, w): (z, z u, z v) of every cell of an (h, w) map, z the cells' mean scaled
-    depth (DEPTH_CENTRE, DEPTH_LEVELS_PER_UNIT) and (u, v) their coordinates in [-1, 1]; 0 where there is no depth."""
-    z = (levels - DEPTH_CENTRE) / DEPTH_LEVELS_PER_UNIT * (levels > 0)
+def depth_cells(levels: Tensor, size: tuple[int, int], levels_per_unit: float) -> Tensor:
+    """(N, H, W) depth levels -> (N, 3, h, w): (z, z u, z v) of every cell of an (h, w) map, z the cells' mean depth
+    (from DEPTH_CENTRE, `levels_per_unit` levels a unit) and (u, v) their coordinates in [-1, 1]; 0 where there is
+    no depth."""
+    z = (levels - DEPTH_CENTRE) / levels_per_unit * (levels > 0)
     z = F.adaptive_avg_pool2d(z.unsqueeze(1), size)
     us = torch.linspace(-1.0, 1.0, size[1], dtype=z.dtype, device=z.device)
     vs = torch.linspace(-1.0, 1.0, size[0], dtype=z.dtype, device=z.device).unsqueeze(-1)
@@ -180,7 +184,7 @@ def map_under_query(feature_map: Tensor, scores: Tensor) -> Tensor:
 
 
 class Policy(nn.Module):
-    """Maps uint8 frames (..., H, W, 3) (or 4: PolicyConfig.query_depth) and robot states (..., state_dim) to actions and per-frame features.
+    """Maps uint8 frames (..., H, W, 3; 4 with query_depth) and robot states (..., state_dim) to actions and features.
 
     Any number of leading dimensions is accepted (e.g. (B, T) or (T,)); frames are converted to the
     parameters' dtype on their own device, so data can stay uint8 on the host until the model needs it.
@@ -247,8 +251,8 @@ class Policy(nn.Module):
             inputs.append(goal)
         anchor = _first_of_sequence(query_point, lead) if self.cfg.query_anchor else points[:, :0]
         glimpse = map_under_query(feature_map, scores) if self.cfg.query_glimpse else points[:, :0]
-        depth = (map_under_query(depth_cells(x[:, 3], feature_map.shape[-2:]), scores) if self.cfg.query_depth
-                 else points[:, :0])
+        depth = (map_under_query(depth_cells(x[:, 3], feature_map.shape[-2:], self.cfg.depth_unit_levels), scores)
+                 if self.cfg.query_depth else points[:, :0])
         h = torch.cat([*inputs, place, anchor, glimpse, depth], dim=-1)
         for layer in self.fc:
             h = F.relu(layer(h))

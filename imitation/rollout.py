@@ -159,7 +159,8 @@ class Rollout:
 
     def adapt_on_demo(self, images: np.ndarray, states: np.ndarray, actions: np.ndarray, inner_steps: int | None = None) -> Params:
         """The MIL setting: the same inner update, on the behaviour-cloning loss of one robot demo with actions.
-        `images` (T, H, W, 3), or 4 with the depth levels (`Demo.policy_images`): a policy without depth ignores them."""
+        `images` (T, H, W, 3), or 4 with the depth levels (`Demo.policy_images`), which a policy without depth
+        ignores."""
         if isinstance(self.learner, VideoConditionedLearner):
             raise ValueError("adaptation on a robot demo needs a gradient-adapted (DAML) checkpoint; this one is the "
                              "black-box video encoder (adaptation_loss.kind=encoder), which takes no inner step")

@@ -286,7 +286,8 @@ def open_data(cfg: TrainConfig, spec: ModelSpec) -> TrainData:
         raise TrainingError(f"{root} has no {cfg.loader.val_split!r} split for validation (present: "
                             f"{', '.join(sorted(manifest['splits']))}): collect one (oneshot-collect split=val ...) "
                             "or set val_every=0")
-    val = PairDataset(root, cfg.loader.val_split, image_size=env["config"]["image_size"], depth=depth) if cfg.val_every else None
+    val = (PairDataset(root, cfg.loader.val_split, image_size=env["config"]["image_size"], depth=depth)
+           if cfg.val_every else None)
     # the env a rollout of this model makes (imitation.rollout.Rollout.make_env): with the depth the policy reads
     env_keywords = {**{k: env["config"][k] for k in ("family", "image_size", "robot_visuals")},
                     "renderer": env["renderer"], **({"depth": True} if depth else {})}

@@ -10,8 +10,8 @@ from imitation.bc import (BCLossConfig, BehaviourCloningLoss, build_imitation_le
                           imitation_batch)
 from imitation.layers import init_parameters, spatial_soft_argmax
 from imitation.checkpoint import grow_into
-from imitation.policy import (DEPTH_CENTRE, DEPTH_LEVELS_PER_UNIT, GPU_POLICY, Policy, PolicyConfig, depth_cells,
-                              map_under_query, quadratic)
+from imitation.policy import (DEPTH_CENTRE, GPU_POLICY, Policy, PolicyConfig, depth_cells, map_under_query,
+                              quadratic)
 
 
 def frames(*lead: int, size: tuple[int, int] = (64, 64), seed: int = 0) -> torch.Tensor:
@@ -268,12 +268,12 @@ def test_query_glimpse_reads_the_map_under_the_query_and_grows_from_a_model_with
 def test_query_depth_reads_the_depth_under_the_query_grows_from_a_model_without_it_and_is_zero_for_a_video() -> None:
     """policy.query_depth: (z, z u, z v) under the query's softmax joins the FC input from the images' fourth channel;
     grown into, it starts with no effect; a video (no depth) gives zeros; images without the channel are refused."""
-    levels = torch.full((1, 8, 8), DEPTH_CENTRE + 2 * DEPTH_LEVELS_PER_UNIT)
-    cells = depth_cells(levels, (4, 4))
+    levels = torch.full((1, 8, 8), DEPTH_CENTRE + 2 * 8)
+    cells = depth_cells(levels, (4, 4), levels_per_unit=8)
     peaked = torch.full((1, 4, 4), -1e4)
     peaked[:, 0, 3] = 0.0  # top right: u = 1, v = -1
     torch.testing.assert_close(map_under_query(cells, peaked), torch.tensor([[2.0, 2.0, -2.0]]))
-    assert torch.equal(depth_cells(torch.zeros(1, 8, 8), (4, 4)), torch.zeros(1, 3, 4, 4))
+    assert torch.equal(depth_cells(torch.zeros(1, 8, 8), (4, 4), 8), torch.zeros(1, 3, 4, 4))
 
     plain = init_parameters(Policy(PolicyConfig(target_query=True)), torch.Generator().manual_seed(1))
     plain.requires_grad_(False).target_query.normal_(generator=torch.Generator().manual_seed(2))

@@ -348,10 +348,11 @@ def test_a_policy_reading_depth_trains_on_depth_and_deploys_in_an_env_that_measu
     """policy.query_depth: refused on a dataset without depth; trained on one with it, its checkpoint makes envs that
     observe depth, and its actor feeds the depth to the policy (the rollout's env is the one it was trained for)."""
     depth_data = tmp_path / "depth"
-    result = subprocess.run([str(BIN / "oneshot-collect"), *COLLECT, "num_tasks=2", "env.depth=true", f"out={depth_data}"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([str(BIN / "oneshot-collect"), *COLLECT, "num_tasks=2", "env.depth=true",
+                             f"out={depth_data}"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    reading = ("policy.target_query=true", "adaptation_loss.target_match=true", "policy.query_depth=true", "val_every=0")
+    reading = ("policy.target_query=true", "adaptation_loss.target_match=true", "policy.query_depth=true",
+               "val_every=0")
     with pytest.raises(DatasetError, match="env.depth=true"):
         train(config(train_data, tmp_path / "refused", "steps=1", *reading))
     trained = train(config(depth_data, tmp_path / "run", "steps=2", "meta.meta_lr=0.01", *reading))
