@@ -1,14 +1,17 @@
 """The diagnostics: launch.probe_clone (a clone of the reach expert from the true state acts, and position errors
 break it), launch.probe_query (the shipped reach model reads the target from the video and finds it) and
-launch.probe_grasp (the pick_place expert passes every stage, a random policy none past the first)."""
+launch.probe_grasp (the pick_place expert passes every stage, a random policy none past the first), and the geometry
+behind launch.probe_depth."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from envs.core import ROBOT_CAMERA
-from launch import probe_clone, probe_grasp, probe_query
+from imitation.policy import quadratic
+from launch import probe_clone, probe_depth, probe_grasp, probe_query
 from launch.main import SHIPPED, SHIPPED_MODELS
 
 
@@ -102,3 +105,20 @@ def test_probe_grasp_refuses_what_it_cannot_probe() -> None:
         probe_grasp.parse_args(["--method", "expert", "--tasks", "0"])
     with pytest.raises(ValueError, match="trained on reach, not pick_place"):
         probe_grasp.probe(str(SHIPPED / SHIPPED_MODELS["reach"]["linear"]), "daml", tasks=1)
+
+
+def test_through_the_robot_camera_a_point_is_affine_in_its_depth_features_not_in_its_pixel() -> None:
+    """The premise of policy.query_depth and launch.probe_depth: a world point is affine in (z, z u, z v) of the
+    pixel it projects to (z its depth along the camera's axis, (u, v) the pixel in [-1, 1]); from the pixel alone a
+    quadratic map misses it by centimetres along the camera's axis."""
+    rng = np.random.default_rng(0)
+    points = rng.uniform([0.35, -0.2, 0.0], [0.75, 0.2, 0.15], (400, 3))
+    u, v = (np.array([ROBOT_CAMERA.project(p, 64, 64) for p in points]) / 32 - 1).T
+    eye, target = np.array(ROBOT_CAMERA.eye), np.array(ROBOT_CAMERA.target)
+    z = (points - eye) @ ((target - eye) / np.linalg.norm(target - eye))
+    pixel = quadratic(torch.from_numpy(np.c_[u, v])).numpy()
+    train = np.arange(len(points)) < 240
+    with_depth = probe_depth.held_out_errors(np.c_[pixel, z, z * u, z * v], points, train)[~train]
+    without = probe_depth.held_out_errors(pixel, points, train)[~train]
+    assert np.abs(with_depth).max() < 1e-6
+    assert np.sqrt((without ** 2).mean(0))[0] > 0.01  # x: the camera looks along it (and down)
