@@ -26,7 +26,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from demos.format import DatasetError, DatasetMismatchError, read_manifest
-from demos.shards import open_shard, read_depth, read_episode, read_target_positions, resample_indices
+from demos.shards import (open_shard, read_depth, read_episode, read_target_positions, resample_indices,
+                          with_depth_channel)
 from envs.objects import NUM_HUES
 
 
@@ -125,7 +126,7 @@ class PairDataset(Dataset):
         (frames,) = self._episode(task, "videos", video)
         images, states, actions, positions, *depth = self._episode(task, "demos", demo)
         if depth:
-            images = np.concatenate([images, depth[0][..., None]], axis=-1)
+            images = with_depth_channel(images, depth[0])
         resampled = frames[resample_indices(len(frames), len(images))]
         return Pair(torch.from_numpy(resampled), torch.from_numpy(images.copy()), torch.from_numpy(states.copy()),
                     torch.from_numpy(actions.copy()), torch.tensor(task, dtype=torch.int64),

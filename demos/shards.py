@@ -38,7 +38,7 @@ class Demo:
 
     def policy_images(self) -> np.ndarray:
         """The frames, with the depth levels as a fourth channel when recorded (what a policy reading depth sees)."""
-        return self.images if self.depth is None else np.concatenate([self.images, self.depth[..., None]], axis=-1)
+        return self.images if self.depth is None else with_depth_channel(self.images, self.depth)
 
     def record(self) -> dict:
         return {"seed": self.seed, "attempt": self.attempt, "length": len(self.actions)} | (
@@ -160,6 +160,11 @@ TARGET_POSITIONS = "target_positions"  # a training label, from format 2 on
 DEMO_FIELDS = (*BEHAVIOUR_FIELDS, TARGET_POSITIONS)
 VIDEO_FIELDS = ("frames",)
 DEPTH = "depth"  # uint8 (T, H, W), in the demos of a dataset collected with env.depth=true
+
+
+def with_depth_channel(images: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """uint8 images (..., H, W, 3) and depth levels (..., H, W) -> (..., H, W, 4): what a policy reading depth sees."""
+    return np.concatenate([images, depth[..., None]], axis=-1)
 
 
 def demo_fields(format_version: int, depth: bool = False) -> tuple[str, ...]:

@@ -213,8 +213,8 @@ class OneShotEnv(gym.Env):
         return np.clip(a, -1.0, 1.0)
 
     def _observe(self) -> dict[str, np.ndarray]:
-        self._frame, depth, _ = self.world.capture(ROBOT_CAMERA, self.image_size, self.image_size)
-        depth_levels = {"depth": encode_depth(depth)} if self.depth else {}
+        self._frame, depth, _ = self.world.capture(ROBOT_CAMERA, self.image_size, self.image_size, depth=self.depth)
+        depth_levels = {} if depth is None else {"depth": encode_depth(depth)}
         return {"image": self._frame, "state": self.robot.state(), **depth_levels}
 
     def _info(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import envs
 from demos.collect import Actor, Driver
 from demos.export import enlarge, find_task
 from demos.format import read_manifest
-from demos.shards import open_shard, read_episode, resample_indices
+from demos.shards import open_shard, read_episode, resample_indices, with_depth_channel
 from envs.tasks import FAMILY_CLASSES
 from imitation.bc import EFFECTOR_POSITION, BehaviourCloningLoss
 from imitation.checkpoint import CheckpointInfo, check_action_gain, load_checkpoint
@@ -82,7 +82,7 @@ def policy_image(obs: dict[str, np.ndarray], depth: bool) -> np.ndarray:
     if "depth" not in obs:
         raise ValueError("this policy reads the camera's depth, and the observation has none: make the env with "
                          "depth=true (Rollout.make_env does)")
-    return np.concatenate([obs["image"], obs["depth"][..., None]], axis=-1)
+    return with_depth_channel(obs["image"], obs["depth"])
 
 
 def expert_actor(env: gym.Env) -> Actor:
