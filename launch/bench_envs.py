@@ -3,7 +3,8 @@
     python -m launch.bench_envs                 # the full run (100 expert episodes per family)
     python -m launch.bench_envs --episodes 10   # a quick look
 
-Prints: frames/s of low-poly vs stock robot visuals at 64x64 (target ratio >= 8x), env steps/s with rendering,
+Prints: frames/s of low-poly vs stock robot visuals at 64x64 (target ratio >= 8x) and what the depth adds to a
+frame, env steps/s with rendering,
 expert success rate and demos per minute per core for each family, human videos per minute, and the
 throughput of 2 processes vs 1 (target >= 1.8x).
 """
@@ -20,14 +21,14 @@ import envs
 from envs.core import ROBOT_CAMERA
 
 
-def render_fps(robot_visuals: str, frames: int, size: int) -> float:
+def render_fps(robot_visuals: str, frames: int, size: int, depth: bool = False) -> float:
     env = envs.make("reach", robot_visuals=robot_visuals, image_size=size)
     env.reset(seed=0)
     world = env.unwrapped.world
-    world.render(ROBOT_CAMERA, size, size)
+    world.capture(ROBOT_CAMERA, size, size, depth=depth)
     start = time.perf_counter()
     for _ in range(frames):
-        world.render(ROBOT_CAMERA, size, size)
+        world.capture(ROBOT_CAMERA, size, size, depth=depth)
     env.close()
     return frames / (time.perf_counter() - start)
 
@@ -90,6 +91,9 @@ def main() -> None:
     if not args.skip_render:
         low, stock = render_fps("lowpoly", args.frames, 64), render_fps("stock", max(args.frames // 5, 20), 64)
         print(f"render 64x64: low-poly {low:.0f} frames/s, stock {stock:.0f} frames/s, ratio {low / stock:.1f}x (target >= 8x)")
+        deep = render_fps("lowpoly", args.frames, 64, depth=True)
+        print(f"render 64x64 low-poly with the depth in metres (env depth=True): {deep:.0f} frames/s, "
+              f"{low / deep:.2f}x the time of RGB alone")
 
     for family in args.families:
         ok, steps, seconds = expert_episodes(family, list(range(args.episodes)))
