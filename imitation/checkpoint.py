@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -245,6 +245,29 @@ def grow_into(module: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list
     return grown
 
 
+def tensors_named(learner: torch.nn.Module, prefixes: Sequence[str], option: str) -> set[str]:
+    """The names of the learner's tensors that start with one of ``prefixes`` (each a whole dotted component:
+    ``model.fc`` names ``model.fc.0.weight``, not ``model.fcx``); a prefix that names none is refused."""
+    names = learner.state_dict().keys()
+    chosen = set()
+    for prefix in prefixes:
+        matched = {name for name in names if name == prefix or name.startswith(prefix + ".")}
+        if not matched:
+            roots = sorted({".".join(name.split(".")[:2]) for name in names})
+            raise ValueError(f"{option}: {prefix!r} names none of the learner's tensors; they start with: "
+                                + ", ".join(roots))
+        chosen |= matched
+    return chosen
+
+
+def freeze(learner: torch.nn.Module, prefixes: Sequence[str]) -> None:
+    """Stop meta-training the parameters named by ``prefixes`` (the optimizer, made later, leaves them out)."""
+    frozen = tensors_named(learner, prefixes, "frozen")
+    for name, parameter in learner.named_parameters():
+        if name in frozen:
+            parameter.requires_grad_(False)
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """The raw payload, checked for format and version, with clear errors for a missing or foreign file."""
     path = Path(path)
@@ -275,6 +298,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     learner = build_learner(spec)
     learner.load_state_dict(payload["learner"])
     learner.to(device)
+    freeze(learner, payload["train_config"].get("frozen", []))  # as its run was: its optimizer holds the others only
     if optimizer:
         learner.optimizer.load_state_dict(payload["optimizer"])
     info = CheckpointInfo(

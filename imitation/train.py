@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -29,8 +29,8 @@ from demos.reader import Pair, PairDataset
 from envs.core import ROBOT_CAMERA
 from imitation.adaptation_loss import AdaptationLossConfig
 from imitation.bc import BCLossConfig
-from imitation.checkpoint import (LAST, CheckpointInfo, ModelSpec, build_learner, grow_into, load_checkpoint,
-                                 read_checkpoint, save_checkpoint)
+from imitation.checkpoint import (LAST, CheckpointInfo, ModelSpec, build_learner, freeze, grow_into, load_checkpoint,
+                                 read_checkpoint, save_checkpoint, tensors_named)
 from imitation.data import (DevicePrefetcher, LoaderConfig, StepBatchSampler, make_loader, strided_length,
                             to_meta_batch, validation_batches)
 from imitation.distributed import (DistInfo, average_gradients, average_stats, broadcast_object, init_distributed,
@@ -55,6 +55,14 @@ class TrainConfig:
     # A new run starts from this checkpoint's weights (fine-tuning: from step 0, with a fresh optimizer, on this
     # run's data and outer loss). The network, learned loss and adapted parameters must be the same. Ignored on resume.
     init_from: str = ""
+    # With init_from: the learner's tensors whose names start with one of these keep their fresh initial values
+    # (seeded by `seed`) instead of the checkpoint's, e.g. [model.fc, model.head, inner_loss.net] to learn the policy's
+    # layers and the learned loss anew over a trained trunk: a new input (policy.query_depth) is then weighed from the
+    # first step like every other, where a grown layer's zero columns stay nearly unused (docs/results.md).
+    init_fresh: list[str] = field(default_factory=list)
+    # The learner's tensors (name prefixes, as init_fresh) that meta-training leaves as they are, e.g. [model.trunk]: no
+    # outer gradient flows into them, which also spares the backward pass through them.
+    frozen: list[str] = field(default_factory=list)
     seed: int = 0  # initial weights and the meta-batch stream (the batch of step s depends only on seed and s)
     steps: int = 1000  # total meta-steps (a resumed run continues up to this number)
     # Outer learning rate over the run: "constant" (meta.meta_lr throughout) or "cosine" (from meta.meta_lr down to 0
@@ -84,6 +92,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.val_every < 0 or self.steps < 0:
             raise ValueError(f"steps and val_every must be >= 0, got {self.steps} and {self.val_every}")
+        if self.init_fresh and not self.init_from:
+            raise ValueError(f"init_fresh={list(self.init_fresh)} keeps tensors fresh instead of init_from's: "
+                             "set init_from")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
@@ -320,11 +331,15 @@ def init_or_resume(cfg: TrainConfig, spec: ModelSpec, data: TrainData, run_dir: 
                                 "another run_name")
         learner = build_learner(spec, cfg.seed)
         if cfg.init_from:
-            start_from_weights(learner, cfg.init_from)
+            start_from_weights(learner, cfg.init_from, cfg.init_fresh)
+        try:
+            freeze(learner, cfg.frozen)
+        except ValueError as e:
+            raise TrainingError(str(e)) from e
         return learner.to(device), 0, cfg.init_from
     if not last.exists():
         raise TrainingError(f"resume=true but {last} does not exist: nothing to resume in {run_dir}")
-    learner, info, payload = load_checkpoint(last, device)
+    learner, info, payload = load_checkpoint(last, device)  # frozen as its run was (resume_differences checks it)
     differences = resume_differences(info, cfg, spec, data)
     if differences:
         raise TrainingError(f"cannot resume {last}: it was trained with another config or dataset:\n  "
@@ -333,14 +348,20 @@ def init_or_resume(cfg: TrainConfig, spec: ModelSpec, data: TrainData, run_dir: 
     return learner, info.step, info.train_config.get("init_from", "")
 
 
-def start_from_weights(learner: MetaLearner, path: str) -> None:
-    """Load another run's learned weights into a fresh learner (its optimizer stays fresh). The learner may have
-    grown from that run's model (``imitation.checkpoint.grow_into``: new parameters, new inputs at the end)."""
+def start_from_weights(learner: MetaLearner, path: str, fresh: Sequence[str] = ()) -> None:
+    """Load another run's learned weights into a fresh learner (its optimizer stays fresh), but for the tensors named
+    by the prefixes ``fresh``, which keep their initial values. The learner may have grown from that run's model
+    (``imitation.checkpoint.grow_into``: new parameters, new inputs at the end)."""
     if not Path(path).is_file():
         raise TrainingError(f"init_from={path}: no such checkpoint")
     payload = read_checkpoint(path)
     try:
-        grown = grow_into(learner, payload["learner"])
+        fresh_names = tensors_named(learner, fresh, "init_fresh")
+    except ValueError as e:
+        raise TrainingError(str(e)) from e
+    try:
+        grown = grow_into(learner, {name: value for name, value in payload["learner"].items()
+                                    if name not in fresh_names})
     except ValueError as e:
         theirs = ModelSpec.from_dict(payload["model"])
         raise TrainingError(f"init_from={path}: its weights do not fit this model (its policy: {theirs.policy}; its "
@@ -355,6 +376,7 @@ def resume_identity(model: dict, train_config: dict, manifest_sha256: str) -> di
     identity = {"model": model, "seed": train_config.get("seed"), "meta_batch": train_config.get("meta_batch"),
                 "loader.frame_stride": loader.get("frame_stride"), "loader.train_split": loader.get("train_split"),
                 "loader.random_offsets": loader.get("random_offsets", False),  # runs before it had none
+                "frozen": list(train_config.get("frozen", [])),  # the optimizer's state holds the other tensors only
                 "dataset manifest sha256": manifest_sha256}
     return json.loads(json.dumps(identity))  # tuples -> lists, so both sides compare alike
 

@@ -323,6 +323,38 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(train_data: Path, 
         train(config(train_data, tmp_path / "none", "steps=1", "val_every=0", f"init_from={tmp_path / 'nothing.pt'}"))
 
 
+def test_init_fresh_relearns_named_layers_and_frozen_tensors_stay_as_loaded_through_a_resume(train_data: Path,
+                                                                                              tmp_path: Path) -> None:
+    """init_fresh: the named tensors start as a fresh run's (seed 0) and the rest as init_from's; frozen: meta-training
+    leaves the named tensors as they were, through a resume too, while the others learn. Typos and a frozen list
+    changed on resume are refused by name."""
+    first = train(config(train_data, tmp_path / "first", "steps=3", "val_every=0", "meta.meta_lr=0.01"))
+    fresh = train(config(train_data, tmp_path / "fresh-only", "steps=1", "val_every=0", "meta.meta_lr=0",
+                         f"init_from={first.checkpoint}", "init_fresh=[model.fc,model.head]"))
+    scratch = train(config(train_data, tmp_path / "scratch", "steps=1", "val_every=0", "meta.meta_lr=0"))
+    old, new, initial = (parameters(load_checkpoint(run.checkpoint)[0]) for run in (first, fresh, scratch))
+    relearned = {name for name in new if name.startswith(("model.fc.", "model.head."))}
+    assert relearned == {"model.fc.0.weight", "model.fc.0.bias", "model.fc.1.weight", "model.fc.1.bias",
+                         "model.head.weight", "model.head.bias"}
+    for name, value in new.items():
+        assert torch.equal(value, (initial if name in relearned else old)[name]), name
+    assert not torch.equal(old["model.fc.0.weight"], initial["model.fc.0.weight"])  # the two starts differ
+
+    tuned = ("val_every=0", "meta.meta_lr=0.01", f"init_from={first.checkpoint}", "frozen=[model.trunk]")
+    train(config(train_data, tmp_path / "tuned", "steps=2", *tuned))
+    resumed = train(config(train_data, tmp_path / "tuned", "steps=4", "resume=true", *tuned))
+    trained = parameters(load_checkpoint(resumed.checkpoint)[0])
+    trunk = [name for name in trained if name.startswith("model.trunk.")]
+    assert trunk and all(torch.equal(trained[name], old[name]) for name in trunk)
+    assert not torch.equal(trained["model.fc.0.weight"], old["model.fc.0.weight"])
+    with pytest.raises(TrainingError, match=r"frozen: checkpoint \['model.trunk'\], now \[\]"):
+        train(config(train_data, tmp_path / "tuned", "steps=5", "resume=true", *tuned[:-1]))
+    with pytest.raises(TrainingError, match="'model.trunks' names none of the learner's tensors.*model.trunk"):
+        train(config(train_data, tmp_path / "typo", "steps=1", "val_every=0", "frozen=[model.trunks]"))
+    with pytest.raises(ValueError, match="set init_from"):
+        config(train_data, tmp_path / "no-origin", "init_fresh=[model.fc]")
+
+
 def test_init_from_grows_a_model_into_one_with_a_place_query(train_data: Path, tmp_path: Path) -> None:
     """A run with a place query may start from one without: the grown model adapts to a video and acts as the model it
     grew from (the place point's new input columns start at zero), and only then training gives the point weight."""
