@@ -1,7 +1,7 @@
 """Diagnostic (not a test): would the robot camera's depth under a checkpoint's adapted target query locate the target
 better than the query's 2-D point does?
 
-    python -m launch.probe_depth --checkpoint checkpoints/pick_place-daml.pt --data data/pp3d   # 250 tasks, ~2 min
+    python -m launch.probe_depth --checkpoint checkpoints/pick_place-daml.pt --data data/pp3d   # 250 tasks, ~20 s
 
 For a checkpoint with a target query and a dataset collected with env.depth=true (the same env). For every 4th task
 of the split (at most `--tasks` of them), the policy adapts to the task's first video and runs over its first demo;
@@ -9,9 +9,11 @@ at each kept frame (the checkpoint's frame stride) it gives the query's soft-arg
 under the query's softmax gives (z, z u, z v) (imitation.policy.depth_cells: what policy.query_depth feeds the
 policy). Least squares from (1, u, v, u^2, uv, v^2), and from those and (z, z u, z v), to the target's recorded
 centre, fit on the first 60% of the tasks and tested on the rest, give the RMSE in x, y, z: over all frames, on the
-first frames, and where the effector is within 5 cm of the target (the grasp). Through a pinhole camera the point a
-pixel sees is affine in (z, z u, z v), so the second fit is as good as the query is; the first cannot tell a taller
-object from a nearer one along the camera's axis.
+first frames, and where the effector is within 5 cm of the target. Through a pinhole camera the point a pixel sees
+is affine in (z, z u, z v), so the second fit is as good as the query is; the first cannot tell a taller object from
+a nearer one along the camera's axis. Most of the frames with the effector near the target are the carry (the target
+held and lifted), so each fit is made again on the approach alone (the frames before the fingers first close), where
+the grasp is decided: there the 2-D point knows the height, which the table fixes for each object.
 """
 
 from __future__ import annotations
@@ -29,11 +31,18 @@ from imitation.policy import depth_cells, map_under_query, quadratic
 from imitation.rollout import Rollout
 
 NEAR_TARGET = 0.05  # metres: frames with the effector this close to the target's centre are the grasp's
+# The approach: the frames before the fingers first close (their opening, index FINGER_OPENING of the robot state, at
+# most OPEN), with the target on the table (its centre within LIFTED of its first height). The frames with the
+# effector near the target are mostly the carry's, whose lifted target a 2-D point cannot place in height.
+LIFTED = 0.01
+FINGER_OPENING = 3
+OPEN = 0.07
 TRAIN_FRACTION = 0.6
 
 
 def query_rows(rollout: Rollout, data: PairDataset, task: int) -> np.ndarray:
-    """One row per kept frame of the task's first demo: (u, v), (z, z u, z v), frame, target centre, effector."""
+    """One row per kept frame of the task's first demo: (u, v), (z, z u, z v), frame, target centre, effector, finger
+    opening."""
     pair = data.pair(task, 0, 0)
     params = rollout.adapt(pair.video.numpy())
     k = rollout.frame_stride
@@ -44,7 +53,14 @@ def query_rows(rollout: Rollout, data: PairDataset, task: int) -> np.ndarray:
     point = spatial_soft_argmax(out.query_logits[:, None], torch.ones(()))
     depth = map_under_query(depth_cells(images[..., 3].float(), out.feature_map.shape[-2:], 1.0), out.query_logits)
     frame = torch.arange(len(point), dtype=torch.float32)[:, None]
-    return torch.cat([point, depth, frame, pair.target_positions[::k], states[:, :3]], dim=1).numpy()
+    return torch.cat([point, depth, frame, pair.target_positions[::k], states[:, :FINGER_OPENING + 1]], dim=1).numpy()
+
+
+def approach_frames(target_height: np.ndarray, finger_opening: np.ndarray) -> np.ndarray:
+    """(T,) of one demo -> (T,) bool: the frames before the fingers first close, with the target still on the table."""
+    closed = finger_opening <= OPEN
+    before_close = np.arange(len(closed)) < (closed.argmax() if closed.any() else len(closed))
+    return before_close & (target_height < target_height[0] + LIFTED)
 
 
 def held_out_errors(features: np.ndarray, targets: np.ndarray, train: np.ndarray) -> np.ndarray:
@@ -73,6 +89,7 @@ def probe(checkpoint: str, data_root: str, tasks: int) -> list[str]:
     point, depth, frame, target, effector = rows[:, :2], rows[:, 2:5], rows[:, 5], rows[:, 6:9], rows[:, 9:12]
     train, test = task < TRAIN_FRACTION * len(chosen), task >= TRAIN_FRACTION * len(chosen)
     near = np.linalg.norm(effector - target, axis=1) < NEAR_TARGET
+    approach = np.concatenate([approach_frames(r[:, 8], r[:, 12]) for r in per_task])
     lines = [f"{checkpoint} on {data_root}: {len(chosen)} tasks, {int(test.sum())} held-out frames; "
              "RMSE x, y, z of the target's centre (cm)"]
     for name, features in (("point", quadratic(torch.from_numpy(point)).numpy()),
@@ -82,6 +99,11 @@ def probe(checkpoint: str, data_root: str, tasks: int) -> list[str]:
         lines.append(f"{name:14s} all frames {rmse_cm(errors[test])}; first frames {rmse_cm(errors[first])}; "
                      f"effector within {NEAR_TARGET * 100:.0f} cm ({int((test & near).sum())} frames) "
                      f"{rmse_cm(errors[test & near])}")
+        errors = held_out_errors(features, target, train & approach)  # a map of its own: on the table, not carried
+        lines.append(f"{'':14s} the approach alone ({int((test & approach).sum())} frames) "
+                     f"{rmse_cm(errors[test & approach])}; its frames with the effector within "
+                     f"{NEAR_TARGET * 100:.0f} cm ({int((test & approach & near).sum())}) "
+                     f"{rmse_cm(errors[test & approach & near])}")
     return lines
 
 

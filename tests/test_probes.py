@@ -122,3 +122,13 @@ def test_through_the_robot_camera_a_point_is_affine_in_its_depth_features_not_in
     without = probe_depth.held_out_errors(pixel, points, train)[~train]
     assert np.abs(with_depth).max() < 1e-6
     assert np.sqrt((without ** 2).mean(0))[0] > 0.01  # x: the camera looks along it (and down)
+
+
+def test_the_depth_probe_s_approach_ends_at_the_first_close_and_leaves_out_a_lifted_target() -> None:
+    """launch.probe_depth's approach frames: before the fingers first close, with the target on the table; not the
+    carry, nor the frames after the release (fingers open again, the target in its box)."""
+    opening = np.array([0.08, 0.08, 0.08, 0.02, 0.02, 0.08, 0.08])
+    height = np.array([0.02, 0.02, 0.02, 0.02, 0.10, 0.03, 0.03])
+    assert probe_depth.approach_frames(height, opening).tolist() == [True, True, True, False, False, False, False]
+    pushed_up = np.array([0.02, 0.02, 0.04, 0.04, 0.04, 0.04, 0.04])  # never closed; knocked onto something
+    assert probe_depth.approach_frames(pushed_up, np.full(7, 0.08)).tolist() == [True, True] + [False] * 5
