@@ -255,7 +255,7 @@ def tensors_named(learner: torch.nn.Module, prefixes: Sequence[str], option: str
         if not matched:
             roots = sorted({".".join(name.split(".")[:2]) for name in names})
             raise ValueError(f"{option}: {prefix!r} names none of the learner's tensors; they start with: "
-                                + ", ".join(roots))
+                             + ", ".join(roots))
         chosen |= matched
     return chosen
 

@@ -366,8 +366,12 @@ def start_from_weights(learner: MetaLearner, path: str, fresh: Sequence[str] = (
         theirs = ModelSpec.from_dict(payload["model"])
         raise TrainingError(f"init_from={path}: its weights do not fit this model (its policy: {theirs.policy}; its "
                             f"adaptation loss: {theirs.adaptation_loss}; its meta: {theirs.meta}):\n{e}") from e
+    grown = [name for name in grown if name not in fresh_names]
     if grown:
         print(f"init_from={path}: new or grown here (new inputs start at zero): {', '.join(grown)}", file=sys.stderr)
+    if fresh_names:
+        print(f"init_from={path}: left at their initial values (init_fresh): {', '.join(sorted(fresh_names))}",
+              file=sys.stderr)
 
 
 def resume_identity(model: dict, train_config: dict, manifest_sha256: str) -> dict[str, Any]:
