@@ -1,4 +1,5 @@
-"""Benchmark of the meta-learner on the default 64x64 policy: forward-only vs meta-steps, loop vs vmap, vs higher.
+"""Benchmark of the meta-learner on the default 64x64 policy: forward-only vs meta-steps, loop vs vmap, vs higher,
+with the trunk frozen vs trained.
 
     python -m launch.bench_meta                  # CPU, 2 threads, 4 tasks, 50-frame video + 50-frame demo, meta=anil
     python -m launch.bench_meta --adapt all      # the same with full MAML (every parameter adapted)
@@ -30,7 +31,7 @@ from imitation.maml import MetaBatch, MetaConfig, MetaLearner
 from imitation.policy import GPU_POLICY, POLICY_HEAD, PolicyConfig
 
 VARIANTS = (
-    "second_order_loop", "second_order_vmap", "first_order_loop", "first_order_vmap", "higher_loop",
+    "second_order_loop", "second_order_vmap", "first_order_loop", "first_order_vmap", "frozen_trunk_loop", "higher_loop",
     "higher_loop_fast_conv",
 )
 
@@ -43,10 +44,17 @@ def make_batch(learner: MetaLearner, tasks: int, frames: int, device: str, gener
     return imitation_batch(learner.model, images(), images(), states, actions).to(device)
 
 
+def freeze_for(base: MetaLearner, variant: str) -> None:
+    """The shared tensors a variant leaves out of meta-training: first order the learned loss; frozen_trunk the conv
+    trunk (second order, as `oneshot-train frozen=[model.trunk]`)."""
+    base.inner_loss.requires_grad_(not variant.startswith("first_order"))
+    base.model.trunk.requires_grad_(not variant.startswith("frozen_trunk"))
+
+
 def variant_learner(base: MetaLearner, variant: str) -> MetaLearner:
-    """A learner sharing ``base``'s model and loss; first order runs with the learned loss frozen."""
+    """A learner sharing ``base``'s model and loss, with what the variant freezes frozen."""
     first_order = variant.startswith("first_order")
-    base.inner_loss.requires_grad_(not first_order)
+    freeze_for(base, variant)
     cfg = replace(base.cfg, first_order=first_order, task_batching=variant.rsplit("_", 1)[1])
     return MetaLearner(base.model, base.inner_loss, base.outer_loss, cfg)
 
@@ -97,12 +105,11 @@ def step_fn(base: MetaLearner, variant: str) -> Callable[[MetaBatch], object]:
 
 
 def variant_run(base: MetaLearner, variant: str, batch: MetaBatch) -> Callable[[], None]:
-    """One step of ``variant``; the shared learned loss is frozen for first order before each step."""
+    """One step of ``variant``; what it freezes of the shared model and loss is frozen before each step."""
     step = step_fn(base, variant)
-    learn_loss = not variant.startswith("first_order")
 
     def run() -> None:
-        base.inner_loss.requires_grad_(learn_loss)
+        freeze_for(base, variant)
         step(batch)
 
     return run
@@ -243,6 +250,8 @@ def main() -> None:
     print(f"second-order loop / forward-only: {times['second_order_loop'] / fwd:.2f}x (target <= 3.5x)")
     print(f"meta-steps/s vs higher (loop): {times['higher_loop'] / times['second_order_loop']:.2f}x (target >= 1.2x)")
     print(f"  (vs higher given the same conv kernels: {times['higher_loop_fast_conv'] / times['second_order_loop']:.2f}x)")
+    print(f"meta-steps/s with the trunk frozen (oneshot-train frozen=[model.trunk]) vs trained: "
+          f"{times['second_order_loop'] / times['frozen_trunk_loop']:.2f}x")
 
 
 if __name__ == "__main__":

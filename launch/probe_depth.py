@@ -26,17 +26,19 @@ import torch
 from torch.func import functional_call
 
 from demos.reader import PairDataset
+from envs.robot import FINGER_OPEN
 from imitation.layers import spatial_soft_argmax
 from imitation.policy import depth_cells, map_under_query, quadratic
 from imitation.rollout import Rollout
 
 NEAR_TARGET = 0.05  # metres: frames with the effector this close to the target's centre are the grasp's
-# The approach: the frames before the fingers first close (their opening, index FINGER_OPENING of the robot state, at
-# most OPEN), with the target on the table (its centre within LIFTED of its first height). The frames with the
-# effector near the target are mostly the carry's, whose lifted target a 2-D point cannot place in height.
+# The approach: the frames before the fingers first close (their opening, index FINGER_OPENING of the robot state,
+# 1 cm or more below wide open), with the target on the table (its centre within LIFTED of its first height). The
+# frames with the effector near the target are mostly the carry's, whose lifted target a 2-D point cannot place in
+# height.
 LIFTED = 0.01
 FINGER_OPENING = 3
-OPEN = 0.07
+OPEN = 2 * FINGER_OPEN - 0.01  # metres between the fingers: 0.07
 TRAIN_FRACTION = 0.6
 
 
